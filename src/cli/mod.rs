@@ -1,0 +1,122 @@
+//! The command line: clap definitions and one module per command group.
+//! Each command turns raw arguments into calls on the library and returns
+//! an exit code; `main.rs` only parses and maps errors to exit codes.
+
+mod demo;
+mod secrets;
+mod status;
+mod unlock;
+mod vault_cmds;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::{Error, Result};
+use crate::vault::unlock::KeyOpts;
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 success; 1 denied or not found (wrong passphrase, locked vault, \
+no such secret); 2 usage or input error (bad argument, damaged vault, I/O). \
+`hushfs run` exits with its command's status (128+N when killed by signal N).";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hushfs",
+    version,
+    about = "Serve a project's secrets as files only an authorized process tree can read",
+    after_help = AFTER_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Vault file [default: $XDG_DATA_HOME/hushfs/vault]
+    #[arg(long, global = true, env = "HUSHFS_VAULT", value_name = "PATH")]
+    pub vault: Option<PathBuf>,
+
+    /// Read the passphrase from this open file descriptor (e.g. `3<pass.txt`)
+    #[arg(long, global = true, value_name = "N")]
+    pub passphrase_fd: Option<i32>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new, empty vault
+    Init(vault_cmds::InitArgs),
+    /// Store a secret read from stdin or a file (never from argv)
+    Set(secrets::SetArgs),
+    /// List secret names, sizes and last change (never values)
+    Ls(secrets::LsArgs),
+    /// Remove a secret
+    Rm(secrets::RmArgs),
+    /// Import every key of a dotenv file into a project
+    Import(secrets::ImportArgs),
+    /// Change the passphrase (re-wraps the data key)
+    Passwd(vault_cmds::PasswdArgs),
+    /// Replace the data key and re-encrypt the vault
+    Rekey,
+    /// Unlock once: cache the key in the OS keychain
+    Unlock(unlock::UnlockArgs),
+    /// Forget the cached key
+    Lock,
+    /// Show the vault, whether it is unlocked, projects and counts
+    Status(status::StatusArgs),
+    /// A guided tour on a throwaway vault
+    Demo,
+}
+
+/// What every command needs: where the vault is and how to get its key.
+pub struct Ctx {
+    pub vault: PathBuf,
+    pub keys: KeyOpts,
+}
+
+pub fn run(cli: Cli) -> Result<i32> {
+    let ctx = Ctx {
+        vault: cli
+            .vault
+            .clone()
+            .unwrap_or_else(crate::sys::paths::default_vault),
+        keys: KeyOpts {
+            passphrase_fd: cli.passphrase_fd,
+            new_passphrase_fd: None,
+        },
+    };
+    match cli.command {
+        Command::Init(a) => vault_cmds::init(&ctx, a),
+        Command::Set(a) => secrets::set(&ctx, a),
+        Command::Ls(a) => secrets::ls(&ctx, a),
+        Command::Rm(a) => secrets::rm(&ctx, a),
+        Command::Import(a) => secrets::import(&ctx, a),
+        Command::Passwd(a) => vault_cmds::passwd(&ctx, a),
+        Command::Rekey => vault_cmds::rekey(&ctx),
+        Command::Unlock(a) => unlock::unlock(&ctx, a),
+        Command::Lock => unlock::lock(&ctx),
+        Command::Status(a) => status::status(&ctx, a),
+        Command::Demo => demo::demo(),
+    }
+}
+
+/// Writes to stdout; a closed pipe (`hushfs ls | head`) ends the command
+/// quietly with success instead of an error.
+pub fn out(s: &str) -> Result<()> {
+    let mut o = std::io::stdout().lock();
+    match o.write_all(s.as_bytes()).and_then(|_| o.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Error::BrokenPipe),
+        Err(e) => Err(Error::Other(format!("cannot write to stdout: {e}"))),
+    }
+}
+
+/// Formats Unix seconds as RFC 3339 UTC.
+pub fn rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .to_string()
+}
+
+pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 30m, 8h, 1d)"))
+}

@@ -1,0 +1,83 @@
+//! `status`: the vault, whether it is unlocked, its projects.
+
+use clap::Args;
+
+use super::{Ctx, out};
+use crate::error::Result;
+use crate::vault::{Sealed, keychain};
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// One JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(serde::Serialize)]
+struct Status {
+    vault: String,
+    vault_id: String,
+    unlocked: bool,
+    unlock_expires_in_secs: Option<u64>,
+    kdf: crate::vault::crypto::KdfParams,
+    projects: Option<Vec<ProjectStatus>>,
+}
+
+#[derive(serde::Serialize)]
+struct ProjectStatus {
+    name: String,
+    secrets: usize,
+}
+
+pub fn status(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
+    // status never prompts: it reports what the cached key allows.
+    let sealed = Sealed::read(&ctx.vault)?;
+    let id = sealed.header().id_hex();
+    let key = keychain::load(&id);
+    let secrets = key.as_ref().and_then(|k| sealed.open(k).ok());
+    let st = Status {
+        vault: ctx.vault.display().to_string(),
+        vault_id: id.clone(),
+        unlocked: secrets.is_some(),
+        unlock_expires_in_secs: secrets.as_ref().and_then(|_| keychain::expires_in(&id)),
+        kdf: sealed.header().kdf,
+        projects: secrets.map(|s| {
+            s.projects
+                .iter()
+                .map(|(n, p)| ProjectStatus {
+                    name: n.clone(),
+                    secrets: p.secrets.len(),
+                })
+                .collect()
+        }),
+    };
+    if a.json {
+        out(&(serde_json::to_string_pretty(&st).expect("status serialises") + "\n"))?;
+        return Ok(0);
+    }
+    let mut s = format!("vault:    {}\nid:       {}\n", st.vault, st.vault_id);
+    match (st.unlocked, st.unlock_expires_in_secs) {
+        (true, Some(secs)) => s.push_str(&format!(
+            "state:    unlocked (for {})\n",
+            humantime::format_duration(std::time::Duration::from_secs(secs))
+        )),
+        (true, None) => s.push_str("state:    unlocked\n"),
+        (false, _) => s.push_str("state:    locked (run `hushfs unlock`)\n"),
+    }
+    s.push_str(&format!(
+        "kdf:      Argon2id {} MiB, t={}, p={}\n",
+        st.kdf.m_kib / 1024,
+        st.kdf.t,
+        st.kdf.p
+    ));
+    if let Some(ps) = &st.projects {
+        if ps.is_empty() {
+            s.push_str("projects: none yet (`hushfs set PROJECT/NAME`)\n");
+        }
+        for p in ps {
+            s.push_str(&format!("project:  {} ({} secrets)\n", p.name, p.secrets));
+        }
+    }
+    out(&s)?;
+    Ok(0)
+}

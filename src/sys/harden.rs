@@ -1,0 +1,58 @@
+//! Process hardening applied at start: no core dumps, no ptrace attach by
+//! same-uid processes, and memory locking where the limit allows.
+
+use std::io;
+
+/// Makes this process non-dumpable (its /proc/PID/mem and environ become
+/// root-only, ptrace attach by the same uid fails) and disables core files.
+pub fn no_dumps() -> io::Result<()> {
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit reads a valid, initialised rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: PR_SET_DUMPABLE takes an integer argument; no pointers involved.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// True when this process is non-dumpable.
+pub fn is_non_dumpable() -> bool {
+    // SAFETY: PR_GET_DUMPABLE takes no pointer arguments.
+    unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) == 0 }
+}
+
+/// Locks current and future pages in memory so secrets never reach swap,
+/// when RLIMIT_MEMLOCK is unlimited (otherwise a large allocation could fail
+/// under MCL_FUTURE). Returns whether memory is now locked.
+pub fn lock_memory_if_allowed() -> bool {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the valid rlimit struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
+        return false;
+    }
+    if lim.rlim_cur != libc::RLIM_INFINITY {
+        return false;
+    }
+    // SAFETY: mlockall takes flags only.
+    unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) == 0 }
+}
+
+/// Best-effort mlock of one buffer (used for secret values when
+/// `lock_memory_if_allowed` could not lock everything).
+pub fn mlock_slice(buf: &[u8]) -> bool {
+    if buf.is_empty() {
+        return true;
+    }
+    // SAFETY: the pointer and length describe memory owned by `buf`; mlock
+    // does not access the memory, it only pins the pages.
+    unsafe { libc::mlock(buf.as_ptr().cast(), buf.len()) == 0 }
+}
