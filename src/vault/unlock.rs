@@ -7,7 +7,6 @@ use std::fs::File;
 use std::io::{IsTerminal, Read};
 use std::os::fd::{FromRawFd, RawFd};
 use std::path::Path;
-use std::sync::Mutex;
 
 use super::{Sealed, Vault, keychain, store};
 use crate::error::{Error, Result};
@@ -24,19 +23,8 @@ pub struct KeyOpts {
     pub new_passphrase_fd: Option<RawFd>,
 }
 
-/// An fd can be read once; remember what it gave for later asks in the
-/// same process (e.g. `rekey` needs the passphrase to unlock and to wrap).
-static FD_CACHE: Mutex<Vec<(RawFd, SecretBytes)>> = Mutex::new(Vec::new());
-
+/// Reads (and closes) the fd. Each command reads a given fd at most once.
 fn read_fd(fd: RawFd) -> Result<SecretBytes> {
-    if let Some((_, v)) = FD_CACHE
-        .lock()
-        .expect("poisoned")
-        .iter()
-        .find(|(f, _)| *f == fd)
-    {
-        return Ok(v.clone());
-    }
     // SAFETY: F_GETFD only queries the descriptor table; it fails with EBADF
     // for an fd that is not open, which we report instead of using it.
     if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
@@ -47,9 +35,7 @@ fn read_fd(fd: RawFd) -> Result<SecretBytes> {
     // SAFETY: the fd is open (checked above) and ours to consume: the user
     // handed it to us for exactly this read. It is closed after reading.
     let mut f = unsafe { File::from_raw_fd(fd) };
-    let v = read_secret(&mut f).map_err(|e| Error::usage(format!("--passphrase-fd {fd}: {e}")))?;
-    FD_CACHE.lock().expect("poisoned").push((fd, v.clone()));
-    Ok(v)
+    read_secret(&mut f).map_err(|e| Error::usage(format!("--passphrase-fd {fd}: {e}")))
 }
 
 fn read_secret(r: &mut impl Read) -> std::io::Result<SecretBytes> {
