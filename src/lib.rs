@@ -2,8 +2,13 @@
 //! authorized process tree can read. See docs/ARCHITECTURE.md for the map.
 
 pub mod audit;
+pub mod authz;
+pub mod broker;
 pub mod cli;
+pub mod daemon;
 pub mod error;
+pub mod fs;
+pub mod fuse;
 pub mod render;
 pub mod secret;
 pub mod sys;

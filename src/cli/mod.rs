@@ -3,6 +3,8 @@
 //! an exit code; `main.rs` only parses and maps errors to exit codes.
 
 mod demo;
+pub mod mount;
+mod run;
 mod secrets;
 mod status;
 mod unlock;
@@ -64,8 +66,17 @@ pub enum Command {
     Lock,
     /// Show the vault, whether it is unlocked, projects and counts
     Status(status::StatusArgs),
+    /// Serve a project's files at DIR, readable only by granted process trees
+    Mount(mount::MountArgs),
+    /// Stop serving DIR
+    Umount(mount::UmountArgs),
+    /// Run a command whose process tree may read the project's files
+    Run(run::RunArgs),
     /// A guided tour on a throwaway vault
     Demo,
+    /// The mount daemon (started by `mount` and `run`)
+    #[command(name = "__serve", hide = true)]
+    Serve(mount::ServeArgs),
 }
 
 /// What every command needs: where the vault is and how to get its key.
@@ -96,7 +107,11 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Unlock(a) => unlock::unlock(&ctx, a),
         Command::Lock => unlock::lock(&ctx),
         Command::Status(a) => status::status(&ctx, a),
+        Command::Mount(a) => mount::mount(&ctx, a),
+        Command::Umount(a) => mount::umount(&ctx, a),
+        Command::Run(a) => run::run(&ctx, a),
         Command::Demo => demo::demo(),
+        Command::Serve(a) => mount::serve(a),
     }
 }
 

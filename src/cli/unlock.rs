@@ -3,6 +3,7 @@
 use clap::Args;
 
 use super::{Ctx, out, parse_duration};
+use crate::daemon::protocol::Request;
 use crate::error::{Error, Result};
 use crate::vault::{Sealed, keychain, unlock};
 
@@ -21,10 +22,16 @@ pub fn unlock(ctx: &Ctx, a: UnlockArgs) -> Result<i32> {
             "cannot cache the unlock: keychain unavailable ({why}); commands will ask for the passphrase"
         ))
     })?;
+    let mounts = super::mount::notify_mounts(&ctx.vault, &Request::Reload);
     out(&format!(
-        "unlocked {} for {}\n",
+        "unlocked {} for {}{}\n",
         ctx.vault.display(),
-        humantime::format_duration(a.ttl)
+        humantime::format_duration(a.ttl),
+        if mounts > 0 {
+            format!("; {mounts} mount(s) serve again")
+        } else {
+            String::new()
+        }
     ))?;
     Ok(0)
 }

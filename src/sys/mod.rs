@@ -3,4 +3,5 @@
 
 pub mod harden;
 pub mod paths;
+pub mod pidfd;
 pub mod random;

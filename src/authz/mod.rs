@@ -1,0 +1,268 @@
+//! Authorization: is the caller of a file operation inside a granted
+//! process tree? Knows processes and grants, nothing of secrets or FUSE.
+//!
+//! A caller arrives as (thread id, uid). The thread id is mapped to its
+//! process (tgid); from there the walk goes up through parents, reading
+//! /proc/PID/stat as bytes, at most 64 steps, checking that every parent
+//! started no later than its child and that the child's ppid did not change
+//! while the parent was read. The first ancestor that is a live grant's root
+//! (same pid *and* starttime, pidfd still open on a live process) admits it.
+//! Decisions are cached per thread for `CACHE_TTL`, pinned by a thread pidfd
+//! so a recycled thread id can never inherit one, and the cache is flushed
+//! whenever a grant is added or revoked.
+
+pub mod grants;
+pub mod proc;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+
+pub use grants::{Grant, GrantId, GrantInfo, GrantKind, Liveness};
+pub use proc::{ProcFs, ProcSource, ProcStat};
+
+/// Parents followed at most.
+pub const MAX_DEPTH: usize = 64;
+/// How long a decision is reused for the same live thread.
+pub const CACHE_TTL: Duration = Duration::from_secs(1);
+/// Entries kept at most; the cache is emptied when full.
+const CACHE_MAX: usize = 4096;
+
+/// Who is asking, as the kernel reported it.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    /// Thread id (0 when the kernel cannot name it in our pid namespace).
+    pub pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The process behind a decision, for the audit log.
+#[derive(Debug, Default)]
+pub struct Subject {
+    pub tgid: u32,
+    pub starttime: u64,
+    pub exe: Option<String>,
+    pub cmdline: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Decision {
+    pub allowed: bool,
+    pub reason: &'static str,
+    pub grant: Option<GrantId>,
+    pub subject: Option<Arc<Subject>>,
+}
+
+impl Decision {
+    pub fn deny(reason: &'static str) -> Decision {
+        Decision {
+            allowed: false,
+            reason,
+            grant: None,
+            subject: None,
+        }
+    }
+}
+
+struct Cached<A> {
+    anchor: A,
+    epoch: u64,
+    expires: Instant,
+    decision: Decision,
+}
+
+pub struct Authorizer<P: ProcSource = ProcFs> {
+    owner_uid: u32,
+    proc: P,
+    grants: RwLock<Vec<Arc<Grant>>>,
+    next_id: AtomicU64,
+    /// Bumped on every grant change; cached decisions of older epochs are void.
+    epoch: AtomicU64,
+    cache: Mutex<HashMap<u32, Cached<P::Anchor>>>,
+}
+
+impl<P: ProcSource> Authorizer<P> {
+    pub fn new(owner_uid: u32, proc: P) -> Self {
+        Authorizer {
+            owner_uid,
+            proc,
+            grants: RwLock::new(Vec::new()),
+            next_id: AtomicU64::new(1),
+            epoch: AtomicU64::new(0),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn proc(&self) -> &P {
+        &self.proc
+    }
+
+    /// Decides for one request.
+    pub fn decide(&self, c: &Caller) -> Decision {
+        if c.pid == 0 {
+            return Decision::deny(
+                "pid 0 (caller outside the daemon's pid namespace, or a release)",
+            );
+        }
+        if c.uid != self.owner_uid {
+            return Decision::deny("uid is not the mount owner");
+        }
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let now = Instant::now();
+        if let Some(e) = self.cache.lock().get(&c.pid) {
+            if e.epoch == epoch && e.expires > now && self.proc.alive(&e.anchor) {
+                return e.decision.clone();
+            }
+        }
+        let Some(anchor) = self.proc.anchor(c.pid) else {
+            return Decision::deny("process gone");
+        };
+        let d = self.walk(c.pid, &anchor);
+        // Cache only if the thread is still the one we examined and no grant
+        // changed meanwhile.
+        if self.proc.alive(&anchor) && self.epoch.load(Ordering::Acquire) == epoch {
+            let mut cache = self.cache.lock();
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(
+                c.pid,
+                Cached {
+                    anchor,
+                    epoch,
+                    expires: now + CACHE_TTL,
+                    decision: d.clone(),
+                },
+            );
+        }
+        d
+    }
+
+    fn walk(&self, tid: u32, anchor: &P::Anchor) -> Decision {
+        let Some(tgid) = self.proc.tgid(tid, anchor) else {
+            return Decision::deny("process gone");
+        };
+        let Some(first) = self.proc.stat(tgid) else {
+            return Decision::deny("process gone");
+        };
+        let subject = || {
+            let (exe, cmdline) = self.proc.describe(tgid);
+            Some(Arc::new(Subject {
+                tgid,
+                starttime: first.starttime,
+                exe,
+                cmdline,
+            }))
+        };
+        let deny = |reason| Decision {
+            subject: subject(),
+            ..Decision::deny(reason)
+        };
+        let grants = self.grants.read().clone();
+        let now = grants::now_secs();
+        let (mut pid, mut st) = (tgid, first);
+        for _ in 0..=MAX_DEPTH {
+            if let Some(g) = grants.iter().find(|g| g.matches(pid, st.starttime, now)) {
+                return Decision {
+                    allowed: true,
+                    reason: "inside a granted process tree",
+                    grant: Some(g.id),
+                    subject: subject(),
+                };
+            }
+            if st.ppid == 0 || pid == 1 {
+                return deny("no grant in the process's ancestry");
+            }
+            let Some(parent) = self.proc.stat(st.ppid) else {
+                return deny("ancestry changed while checking");
+            };
+            if parent.starttime > st.starttime {
+                // The parent pid now names a younger process: reused.
+                return deny("ancestry changed while checking");
+            }
+            match self.proc.stat(pid) {
+                Some(again) if again == st => {}
+                _ => return deny("ancestry changed while checking"),
+            }
+            pid = st.ppid;
+            st = parent;
+        }
+        deny("ancestry deeper than 64 processes")
+    }
+
+    fn changed(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.cache.lock().clear();
+    }
+
+    /// Adds a grant; returns its id.
+    pub fn add(&self, kind: GrantKind, label: String, ttl: Option<Duration>) -> GrantId {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let created = grants::now_secs();
+        let g = Grant {
+            id,
+            kind,
+            label,
+            created,
+            expires: ttl.map(|t| created + t.as_secs().max(1)),
+        };
+        self.grants.write().push(Arc::new(g));
+        self.changed();
+        id
+    }
+
+    /// Removes a grant. Returns whether it existed.
+    pub fn revoke(&self, id: GrantId) -> bool {
+        let mut g = self.grants.write();
+        let before = g.len();
+        g.retain(|x| x.id != id);
+        let removed = g.len() != before;
+        drop(g);
+        if removed {
+            self.changed();
+        }
+        removed
+    }
+
+    /// Removes grants whose root exited or whose time ran out; returns them.
+    pub fn reap(&self) -> Vec<GrantInfo> {
+        let now = grants::now_secs();
+        let mut g = self.grants.write();
+        let (dead, live): (Vec<_>, Vec<_>) = g.drain(..).partition(|x| !x.live(now));
+        *g = live;
+        drop(g);
+        if !dead.is_empty() {
+            self.changed();
+        }
+        dead.iter().map(|x| x.describe()).collect()
+    }
+
+    pub fn list(&self) -> Vec<GrantInfo> {
+        self.grants.read().iter().map(|g| g.describe()).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.grants.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// fds that become readable when a grant's root exits, and the soonest
+    /// expiry, for the watcher thread.
+    pub fn watch_set(&self) -> (Vec<std::os::fd::RawFd>, Option<u64>) {
+        let g = self.grants.read();
+        (
+            g.iter().filter_map(|x| x.watch_fd()).collect(),
+            g.iter().filter_map(|x| x.expires).min(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,185 @@
+//! Reading process facts from /proc (and pidfds), and a trait so the
+//! decision logic can be tested against a fake process table.
+
+use std::sync::Arc;
+
+use crate::sys::pidfd::PidFd;
+
+/// The two fields of /proc/PID/stat that authorization needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    pub ppid: u32,
+    /// Clock ticks since boot.
+    pub starttime: u64,
+}
+
+/// Parses /proc/PID/stat. The command name sits in parentheses, is up to 16
+/// bytes and may itself contain spaces, ')' and non-UTF-8 bytes, so the
+/// fields are read from bytes after the *last* ')': ppid is the 2nd field
+/// there, starttime the 20th.
+pub fn parse_stat(b: &[u8]) -> Option<ProcStat> {
+    let close = b.iter().rposition(|&c| c == b')')?;
+    let rest = std::str::from_utf8(&b[close + 1..]).ok()?;
+    let mut f = rest.split_ascii_whitespace();
+    let _state = f.next()?;
+    let ppid = f.next()?.parse().ok()?;
+    let starttime = f.nth(17)?.parse().ok()?;
+    Some(ProcStat { ppid, starttime })
+}
+
+/// What the decision needs to know about processes. `Anchor` pins the
+/// identity of a thread while its decision is cached.
+pub trait ProcSource: Send + Sync + 'static {
+    type Anchor: Send + Sync;
+    /// Pins thread `tid`; `None` when it is gone.
+    fn anchor(&self, tid: u32) -> Option<Self::Anchor>;
+    fn alive(&self, a: &Self::Anchor) -> bool;
+    /// The process (thread group) of thread `tid`.
+    fn tgid(&self, tid: u32, a: &Self::Anchor) -> Option<u32>;
+    fn stat(&self, pid: u32) -> Option<ProcStat>;
+    /// Executable path and command line, for the audit log.
+    fn describe(&self, pid: u32) -> (Option<String>, Option<String>);
+}
+
+/// The real thing: pidfds and /proc.
+#[derive(Clone, Copy, Default)]
+pub struct ProcFs;
+
+pub const CMDLINE_MAX: usize = 256;
+
+impl ProcSource for ProcFs {
+    type Anchor = PidFd;
+
+    fn anchor(&self, tid: u32) -> Option<PidFd> {
+        PidFd::open_thread(tid).ok()
+    }
+
+    fn alive(&self, a: &PidFd) -> bool {
+        a.is_alive()
+    }
+
+    fn tgid(&self, tid: u32, a: &PidFd) -> Option<u32> {
+        if let Some(info) = a.info() {
+            return Some(info.tgid);
+        }
+        // Kernels before 6.13: the Tgid line of /proc/TID/status (which
+        // works for thread ids that /proc does not list).
+        let s = std::fs::read(format!("/proc/{tid}/status")).ok()?;
+        let s = String::from_utf8_lossy(&s);
+        s.lines()
+            .find_map(|l| l.strip_prefix("Tgid:"))?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn stat(&self, pid: u32) -> Option<ProcStat> {
+        let b = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+        parse_stat(&b)
+    }
+
+    fn describe(&self, pid: u32) -> (Option<String>, Option<String>) {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned());
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok().map(|b| {
+            let b = &b[..b.len().min(CMDLINE_MAX * 4)];
+            let s: String = String::from_utf8_lossy(b)
+                .trim_end_matches('\0')
+                .replace('\0', " ")
+                .chars()
+                .take(CMDLINE_MAX)
+                .collect();
+            s
+        });
+        (exe, cmdline)
+    }
+}
+
+impl<T: ProcSource> ProcSource for Arc<T> {
+    type Anchor = T::Anchor;
+    fn anchor(&self, tid: u32) -> Option<T::Anchor> {
+        (**self).anchor(tid)
+    }
+    fn alive(&self, a: &T::Anchor) -> bool {
+        (**self).alive(a)
+    }
+    fn tgid(&self, tid: u32, a: &T::Anchor) -> Option<u32> {
+        (**self).tgid(tid, a)
+    }
+    fn stat(&self, pid: u32) -> Option<ProcStat> {
+        (**self).stat(pid)
+    }
+    fn describe(&self, pid: u32) -> (Option<String>, Option<String>) {
+        (**self).describe(pid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn line(comm: &[u8], ppid: u32, start: u64) -> Vec<u8> {
+        let mut v = b"4242 (".to_vec();
+        v.extend_from_slice(comm);
+        v.extend_from_slice(
+            format!(") S {ppid} 1 1 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 {start} 1000 10 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n")
+                .as_bytes(),
+        );
+        v
+    }
+
+    #[test]
+    fn reads_fields_after_the_last_paren() {
+        assert_eq!(
+            parse_stat(&line(b"bash", 7, 999)),
+            Some(ProcStat {
+                ppid: 7,
+                starttime: 999
+            })
+        );
+        // A name crafted to look like fields: `x) S 4242 1 1`.
+        assert_eq!(
+            parse_stat(&line(b"x) S 4242 1 1", 7, 999)),
+            Some(ProcStat {
+                ppid: 7,
+                starttime: 999
+            })
+        );
+        assert_eq!(
+            parse_stat(&line(b"a)(b) ))", 3, 5)),
+            Some(ProcStat {
+                ppid: 3,
+                starttime: 5
+            })
+        );
+        assert_eq!(
+            parse_stat(&line(b"\xff\xfe (", 3, 5)),
+            Some(ProcStat {
+                ppid: 3,
+                starttime: 5
+            })
+        );
+    }
+
+    #[test]
+    fn own_stat_parses() {
+        let st = ProcFs.stat(std::process::id()).unwrap();
+        // SAFETY: getppid has no preconditions.
+        assert_eq!(st.ppid, unsafe { libc::getppid() } as u32);
+        assert!(st.starttime > 0);
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(b in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = parse_stat(&b);
+        }
+
+        #[test]
+        fn any_comm_round_trips(comm in proptest::collection::vec(any::<u8>(), 0..16), ppid in any::<u32>(), start in any::<u64>()) {
+            prop_assert_eq!(parse_stat(&line(&comm, ppid, start)), Some(ProcStat { ppid, starttime: start }));
+        }
+    }
+}

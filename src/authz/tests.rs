@@ -1,0 +1,260 @@
+//! The decision logic against a fake process table.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use super::*;
+use crate::authz::grants::Flag;
+
+/// pid → (ppid, starttime, tgid); threads map to their tgid.
+#[derive(Default)]
+struct FakeProcs {
+    procs: Mutex<HashMap<u32, (u32, u64)>>,
+    threads: Mutex<HashMap<u32, u32>>,
+    /// Per-tid identity generation: bumping it kills old anchors.
+    gens: Mutex<HashMap<u32, Arc<AtomicU64>>>,
+    stat_reads: AtomicU64,
+}
+
+struct FakeAnchor(Arc<AtomicU64>, u64);
+
+impl FakeProcs {
+    fn spawn(&self, pid: u32, ppid: u32, start: u64) {
+        self.procs.lock().insert(pid, (ppid, start));
+        self.threads.lock().insert(pid, pid);
+        self.gens
+            .lock()
+            .entry(pid)
+            .or_default()
+            .fetch_add(1, Ordering::SeqCst);
+    }
+    fn thread(&self, tid: u32, tgid: u32) {
+        self.threads.lock().insert(tid, tgid);
+        self.gens
+            .lock()
+            .entry(tid)
+            .or_default()
+            .fetch_add(1, Ordering::SeqCst);
+    }
+    fn exit(&self, pid: u32) {
+        self.procs.lock().remove(&pid);
+        self.threads.lock().remove(&pid);
+        if let Some(g) = self.gens.lock().get(&pid) {
+            g.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    fn reparent(&self, pid: u32, new_ppid: u32) {
+        self.procs.lock().get_mut(&pid).unwrap().0 = new_ppid;
+    }
+}
+
+impl ProcSource for Arc<FakeProcs> {
+    type Anchor = FakeAnchor;
+    fn anchor(&self, tid: u32) -> Option<FakeAnchor> {
+        self.threads.lock().get(&tid)?;
+        let g = self.gens.lock().get(&tid)?.clone();
+        let v = g.load(Ordering::SeqCst);
+        Some(FakeAnchor(g, v))
+    }
+    fn alive(&self, a: &FakeAnchor) -> bool {
+        a.0.load(Ordering::SeqCst) == a.1
+    }
+    fn tgid(&self, tid: u32, _a: &FakeAnchor) -> Option<u32> {
+        self.threads.lock().get(&tid).copied()
+    }
+    fn stat(&self, pid: u32) -> Option<ProcStat> {
+        self.stat_reads.fetch_add(1, Ordering::Relaxed);
+        self.procs
+            .lock()
+            .get(&pid)
+            .map(|&(ppid, starttime)| ProcStat { ppid, starttime })
+    }
+    fn describe(&self, _pid: u32) -> (Option<String>, Option<String>) {
+        (Some("/bin/fake".into()), Some("fake --arg".into()))
+    }
+}
+
+const OWNER: u32 = 1000;
+
+fn caller(pid: u32) -> Caller {
+    Caller {
+        pid,
+        uid: OWNER,
+        gid: OWNER,
+    }
+}
+
+/// init(1) → shell(10) → run(20) → child(30) → grandchild(40); sibling(21) of run.
+fn setup() -> (Arc<FakeProcs>, Authorizer<Arc<FakeProcs>>, Arc<Flag>) {
+    let p = Arc::new(FakeProcs::default());
+    p.spawn(1, 0, 1);
+    p.spawn(10, 1, 100);
+    p.spawn(20, 10, 200);
+    p.spawn(21, 10, 210);
+    p.spawn(30, 20, 300);
+    p.spawn(40, 30, 400);
+    let a = Authorizer::new(OWNER, p.clone());
+    let flag = Arc::new(Flag(AtomicBool::new(true)));
+    a.add(
+        GrantKind::Tree {
+            pid: 20,
+            starttime: 200,
+            root: Box::new(flag.clone()),
+        },
+        "run".into(),
+        None,
+    );
+    (p, a, flag)
+}
+
+#[test]
+fn root_descendants_and_threads_allowed() {
+    let (p, a, _) = setup();
+    for pid in [20, 30, 40] {
+        assert!(a.decide(&caller(pid)).allowed, "pid {pid}");
+    }
+    p.thread(41, 40);
+    let d = a.decide(&caller(41));
+    assert!(d.allowed);
+    assert_eq!(d.subject.unwrap().tgid, 40);
+}
+
+#[test]
+fn outsiders_denied() {
+    let (_, a, _) = setup();
+    for pid in [1, 10, 21, 999] {
+        assert!(!a.decide(&caller(pid)).allowed, "pid {pid}");
+    }
+    assert!(
+        !a.decide(&Caller {
+            pid: 0,
+            ..caller(0)
+        })
+        .allowed
+    );
+    assert!(
+        !a.decide(&Caller {
+            uid: OWNER + 1,
+            ..caller(30)
+        })
+        .allowed
+    );
+}
+
+#[test]
+fn deep_trees() {
+    let (p, a, _) = setup();
+    let mut parent = 40;
+    for i in 0..70u32 {
+        let pid = 1000 + i;
+        p.spawn(pid, parent, 1000 + u64::from(i));
+        parent = pid;
+    }
+    // Depth 5 below the root is fine.
+    assert!(a.decide(&caller(1003)).allowed);
+    // 60 ancestors to the root: still within 64 steps.
+    assert!(a.decide(&caller(1057)).allowed);
+    // Beyond 64 steps: denied.
+    let d = a.decide(&caller(1069));
+    assert!(!d.allowed);
+    assert!(d.reason.contains("deeper than 64"));
+}
+
+#[test]
+fn root_exit_revokes_and_pid_reuse_is_denied() {
+    let (p, a, flag) = setup();
+    assert!(a.decide(&caller(30)).allowed);
+    // The root exits; its pidfd says so.
+    flag.0.store(false, Ordering::Release);
+    p.exit(20);
+    p.reparent(30, 1);
+    // A new process takes pid 20, younger, as a child of the shell.
+    p.spawn(20, 10, 500);
+    assert!(
+        !a.decide(&caller(20)).allowed,
+        "a recycled root pid must not match"
+    );
+    p.spawn(50, 20, 600);
+    assert!(!a.decide(&caller(50)).allowed);
+    assert_eq!(a.reap().len(), 1);
+    assert!(a.is_empty());
+}
+
+#[test]
+fn reused_pid_with_same_starttime_still_needs_a_live_root() {
+    let (p, a, flag) = setup();
+    flag.0.store(false, Ordering::Release);
+    p.exit(20);
+    // Worst case: same pid, same start tick.
+    p.spawn(20, 10, 200);
+    assert!(!a.decide(&caller(20)).allowed);
+}
+
+#[test]
+fn younger_parent_means_reuse() {
+    let (p, a, _) = setup();
+    // 40's parent 30 exits and pid 30 is reused by a process younger than 40.
+    p.exit(30);
+    p.spawn(30, 20, 450);
+    // The fake does not reparent 40: its recorded ppid still says 30.
+    assert!(!a.decide(&caller(40)).allowed);
+}
+
+#[test]
+fn cache_is_pinned_and_flushed() {
+    let (p, a, _) = setup();
+    assert!(a.decide(&caller(30)).allowed);
+    let reads = p.stat_reads.load(Ordering::Relaxed);
+    assert!(a.decide(&caller(30)).allowed);
+    assert_eq!(
+        p.stat_reads.load(Ordering::Relaxed),
+        reads,
+        "second decision came from the cache"
+    );
+    // Thread 30 exits and the id is recycled by an unrelated process: the
+    // cached "allow" must not carry over.
+    p.exit(30);
+    p.spawn(30, 10, 900);
+    assert!(!a.decide(&caller(30)).allowed);
+    // Adding a grant flushes cached denials.
+    assert!(!a.decide(&caller(21)).allowed);
+    let g = a.add(
+        GrantKind::Tree {
+            pid: 21,
+            starttime: 210,
+            root: Box::new(Arc::new(Flag(AtomicBool::new(true)))),
+        },
+        "x".into(),
+        None,
+    );
+    assert!(a.decide(&caller(21)).allowed);
+    assert!(a.revoke(g));
+    assert!(
+        !a.decide(&caller(21)).allowed,
+        "revocation takes effect at once"
+    );
+}
+
+#[test]
+fn expiry() {
+    let (_, a, _) = setup();
+    let g = a.add(
+        GrantKind::Tree {
+            pid: 21,
+            starttime: 210,
+            root: Box::new(Arc::new(Flag(AtomicBool::new(true)))),
+        },
+        "ttl".into(),
+        Some(Duration::from_secs(1)),
+    );
+    assert!(a.decide(&caller(21)).allowed);
+    std::thread::sleep(Duration::from_millis(2100));
+    // Expired grants no longer match even before the watcher reaps them.
+    a.changed();
+    assert!(!a.decide(&caller(21)).allowed);
+    let reaped = a.reap();
+    assert_eq!(reaped[0].id, g);
+}

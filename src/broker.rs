@@ -1,0 +1,278 @@
+//! `hushfs run`: the broker. It makes itself a child subreaper (so orphans
+//! of the command stay in its tree), registers a grant rooted at itself with
+//! the mount's daemon (its own pidfd, checked against SO_PEERCRED) before
+//! the command exists, starts the command, forwards signals to it, and when
+//! it exits revokes the grant and takes down a private mount. Exits with the
+//! command's status.
+
+use std::ffi::OsString;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use signal_hook::consts::signal::*;
+use signal_hook::iterator::SignalsInfo;
+use signal_hook::iterator::exfiltrator::WithOrigin;
+
+use crate::daemon::{control, protocol::Request, registry, spawn};
+use crate::error::{Error, Result};
+use crate::secret::{Key32, SecretBytes};
+use crate::sys::pidfd::PidFd;
+
+/// A mount made for this run alone.
+pub struct Private {
+    pub vault: PathBuf,
+    pub project: String,
+    pub config: Option<PathBuf>,
+    pub key: Key32,
+}
+
+pub struct RunOpts {
+    pub cmd: Vec<OsString>,
+    /// Use this live mount...
+    pub mount: Option<PathBuf>,
+    /// ...or make a private one.
+    pub private: Option<Private>,
+    /// Environment variables to inject (`--env`).
+    pub env: Vec<(String, SecretBytes)>,
+}
+
+/// Signals passed on to the command when another process sent them to us.
+const FORWARD: [i32; 7] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH];
+
+fn label(cmd: &[OsString]) -> String {
+    let s: String = cmd
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let s: String = s.chars().take(120).collect();
+    format!("run: {s}")
+}
+
+struct Cleanup {
+    dir: Option<PathBuf>,
+    daemon_pid: Option<u32>,
+    socket: PathBuf,
+    grant: Option<u64>,
+}
+
+impl Cleanup {
+    /// Revokes the grant; for a private mount, stops the daemon, waits for
+    /// the unmount and removes the directory.
+    fn run(&mut self) {
+        if let Some(g) = self.grant.take() {
+            let _ = control::call(&self.socket, &Request::Revoke { grant: g }, None);
+        }
+        if let (Some(dir), Some(pid)) = (self.dir.take(), self.daemon_pid.take()) {
+            let _ = control::call(&self.socket, &Request::Shutdown, None);
+            wait_pid(pid, Duration::from_secs(10));
+            if crate::daemon::mountpoint::mounted_fstype(&dir).is_some() {
+                let _ = crate::daemon::mountpoint::unmount(&dir, true);
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
+/// Reaps `pid` (our child), giving up after `timeout`.
+fn wait_pid(pid: u32, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    while std::time::Instant::now() < deadline {
+        match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            _ => return,
+        }
+    }
+}
+
+fn private_dir() -> Result<PathBuf> {
+    let base = crate::sys::paths::runtime_dir().join("run");
+    crate::sys::paths::ensure_private_dir(&base)?;
+    let suffix: String = crate::sys::random::array::<4>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = base.join(format!("{}-{suffix}", std::process::id()));
+    std::fs::create_dir(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(|e| Error::io("cannot restrict", &dir, e))?;
+    Ok(dir)
+}
+
+pub fn run(o: RunOpts) -> Result<i32> {
+    // Orphans of the command (double forks, daemonizing servers) are
+    // reparented to us instead of init, so they stay inside the granted tree.
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+
+    // Catch signals from the start; forward once the command exists.
+    let child: Arc<Mutex<Option<PidFd>>> = Arc::new(Mutex::new(None));
+    let pending: Arc<Mutex<Vec<i32>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut signals = SignalsInfo::<WithOrigin>::new(FORWARD)
+        .map_err(|e| Error::Other(format!("cannot handle signals: {e}")))?;
+    {
+        let child = child.clone();
+        let pending = pending.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                for origin in signals.forever() {
+                    // A signal the terminal sent to the foreground group
+                    // already reached the command; pass on only what another
+                    // process sent to us.
+                    let sent = matches!(
+                        origin.cause,
+                        signal_hook::low_level::siginfo::Cause::Sent(_)
+                    );
+                    if !sent {
+                        continue;
+                    }
+                    match child.lock().as_ref() {
+                        Some(c) => {
+                            let _ = c.send_signal(origin.signal);
+                        }
+                        None => pending.lock().push(origin.signal),
+                    }
+                }
+            })
+            .map_err(|e| Error::Other(format!("thread: {e}")))?;
+    }
+
+    let mut cleanup;
+    let dir = match (&o.mount, &o.private) {
+        (Some(m), _) => {
+            let m = crate::daemon::mountpoint::absolute(m)?;
+            let e = registry::find(&m).ok_or_else(|| {
+                Error::NotFound(format!(
+                    "{} is not a live hushfs mount: `hushfs mount {} --project P` first, or drop --mount",
+                    m.display(),
+                    m.display()
+                ))
+            })?;
+            cleanup = Cleanup {
+                dir: None,
+                daemon_pid: None,
+                socket: e.socket,
+                grant: None,
+            };
+            m
+        }
+        (None, Some(p)) => {
+            let dir = private_dir()?;
+            let log = spawn::log_path(&dir);
+            let started = spawn::spawn(
+                &spawn::Spawn {
+                    mountpoint: &dir,
+                    vault: &p.vault,
+                    project: &p.project,
+                    config: p.config.as_deref(),
+                    threads: 2,
+                    private: true,
+                    log: &log,
+                },
+                &p.key,
+            );
+            let pid = match started {
+                Ok(pid) => pid,
+                Err(e) => {
+                    let _ = std::fs::remove_dir(&dir);
+                    return Err(e);
+                }
+            };
+            cleanup = Cleanup {
+                dir: Some(dir.clone()),
+                daemon_pid: Some(pid),
+                socket: registry::socket_path(&dir),
+                grant: None,
+            };
+            dir
+        }
+        (None, None) => unreachable!("the CLI always sets one of mount and private"),
+    };
+
+    let result = (|| {
+        // The grant exists before the command does: rooted at this process.
+        let me = PidFd::open(std::process::id())
+            .map_err(|e| Error::Other(format!("pidfd_open: {e}")))?;
+        let r = control::call(
+            &cleanup.socket,
+            &Request::GrantSelf {
+                label: label(&o.cmd),
+            },
+            Some(me.as_raw_fd()),
+        )?;
+        if !r.ok {
+            return Err(Error::Denied(format!(
+                "the daemon refused the grant: {}",
+                r.error.unwrap_or_default()
+            )));
+        }
+        cleanup.grant = r.grant;
+        spawn_and_wait(&o, &dir, &child, &pending)
+    })();
+    cleanup.run();
+    result
+}
+
+fn spawn_and_wait(
+    o: &RunOpts,
+    dir: &Path,
+    child: &Arc<Mutex<Option<PidFd>>>,
+    pending: &Arc<Mutex<Vec<i32>>>,
+) -> Result<i32> {
+    let mut c = Command::new(&o.cmd[0]);
+    c.args(&o.cmd[1..]).env("HUSHFS_DIR", dir);
+    for (k, v) in &o.env {
+        c.env(k, std::ffi::OsStr::from_bytes(v.expose()));
+    }
+    let spawned = match c.spawn() {
+        Ok(ch) => ch,
+        Err(e) => {
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+            eprintln!("hushfs: cannot run {}: {e}", o.cmd[0].to_string_lossy());
+            return Ok(code);
+        }
+    };
+    let pid = spawned.id();
+    // Our unreaped child cannot be recycled, so this pidfd is exact.
+    if let Ok(fd) = PidFd::open(pid) {
+        for s in pending.lock().drain(..) {
+            let _ = fd.send_signal(s);
+        }
+        *child.lock() = Some(fd);
+    }
+    // Reap everything (adopted orphans included) until the command exits.
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into our local.
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(Error::Other(format!("waiting for the command: {e}")));
+        }
+        if r as u32 == pid {
+            let st = std::process::ExitStatus::from_raw(status);
+            return Ok(match (st.code(), st.signal()) {
+                (Some(c), _) => c,
+                (None, Some(s)) => 128 + s,
+                _ => 1,
+            });
+        }
+    }
+}

@@ -1,0 +1,579 @@
+//! The mount daemon: lifecycle of one mount. It loads and renders the
+//! project, mounts, answers the control socket, watches grant roots and the
+//! vault file, and unmounts cleanly on SIGTERM/SIGINT, `umount`, or (for a
+//! private `run` mount) when its owner is gone.
+
+pub mod control;
+pub mod mountpoint;
+pub mod protocol;
+pub mod registry;
+pub mod spawn;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::audit::{AuditSink, Event};
+use crate::authz::{Authorizer, GrantKind, ProcFs, ProcSource};
+use crate::error::{Error, Result};
+use crate::fs::SecretFs;
+use crate::render::{self, Config, Rendered};
+use crate::secret::{Key32, SecretBytes};
+use crate::sys::pidfd::PidFd;
+use crate::vault::{Sealed, keychain};
+use protocol::{MountStatus, Request, Response};
+
+/// Everything the daemon needs to serve one mount.
+pub struct ServeOpts {
+    pub mountpoint: PathBuf,
+    pub vault: PathBuf,
+    pub project: String,
+    pub config: Config,
+    pub key: Key32,
+    pub threads: usize,
+    /// A `hushfs run` mount: exit once its grants are gone (or its parent).
+    pub private: bool,
+    /// Where readiness ("ok") or the startup error is reported.
+    pub ready: Option<File>,
+    pub log: Option<PathBuf>,
+}
+
+/// Renders the project's files from the vault with `key`.
+pub fn load(vault: &Path, key: &Key32, project: &str, config: &Config) -> Result<Vec<Rendered>> {
+    let sealed = Sealed::read(vault)?;
+    let secrets = sealed.open(key)?;
+    let p = secrets.project(project).ok_or_else(|| {
+        Error::NotFound(format!(
+            "no project {project} in {}: `hushfs ls` lists them",
+            vault.display()
+        ))
+    })?;
+    let values: BTreeMap<String, SecretBytes> = p
+        .secrets
+        .iter()
+        .map(|(n, e)| (n.clone(), e.value.clone()))
+        .collect();
+    render::render_project(&values, config).map_err(|e| Error::usage(e.to_string()))
+}
+
+enum Stop {
+    Signal(i32),
+    Requested,
+    Unmounted,
+    OwnerGone,
+}
+
+struct Daemon {
+    fs: Arc<SecretFs>,
+    authz: Arc<Authorizer>,
+    audit: Arc<dyn AuditSink>,
+    key: Mutex<Option<Key32>>,
+    problem: Mutex<Option<String>>,
+    notifier: Mutex<Option<fuser::Notifier>>,
+    vault: PathBuf,
+    vault_id: String,
+    project: String,
+    config: Config,
+    mountpoint: PathBuf,
+    started: u64,
+    private: bool,
+    granted_once: AtomicBool,
+    auto_unmount: bool,
+    log: Option<PathBuf>,
+    stop: mpsc::Sender<Stop>,
+    /// Written to wake the grant watcher after a change.
+    wake: OwnedFd,
+}
+
+impl Daemon {
+    fn event(&self, event: &str) -> Event {
+        Event {
+            event: event.to_string(),
+            project: Some(self.project.clone()),
+            mount: Some(self.mountpoint.display().to_string()),
+            ..Default::default()
+        }
+    }
+
+    fn wake_watcher(&self) {
+        let _ = nix::unistd::write(&self.wake, b"x");
+    }
+
+    /// Re-reads the vault and swaps the files in, invalidating what the
+    /// kernel cached about changed names and sizes.
+    fn reload(&self) {
+        let mut key = self.key.lock();
+        let result = (|| {
+            if key.is_none() {
+                *key = keychain::load(&self.vault_id);
+            }
+            let k = key
+                .as_ref()
+                .ok_or_else(|| "locked: run `hushfs unlock`".to_string())?;
+            match load(&self.vault, k, &self.project, &self.config) {
+                Ok(f) => Ok(f),
+                Err(Error::Damaged { .. }) => {
+                    // After `rekey` the old key no longer opens the body:
+                    // take the new one from the keychain if it is there.
+                    let fresh = keychain::load(&self.vault_id)
+                        .ok_or("the vault's key changed: run `hushfs unlock`")?;
+                    let f = load(&self.vault, &fresh, &self.project, &self.config)
+                        .map_err(|e| e.to_string())?;
+                    *key = Some(fresh);
+                    Ok(f)
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        })();
+        match result {
+            Ok(files) => {
+                let (inodes, entries) = self.fs.replace(files);
+                *self.problem.lock() = None;
+                self.invalidate(&inodes, &entries);
+                log::info!(
+                    "reloaded {} ({} changed, {} names)",
+                    self.project,
+                    inodes.len(),
+                    entries.len()
+                );
+            }
+            Err(why) => {
+                // Fail closed: serve nothing rather than stale values.
+                log::warn!("cannot reload: {why}; the mount is locked");
+                *key = None;
+                self.fs.lock();
+                *self.problem.lock() = Some(why);
+            }
+        }
+    }
+
+    fn invalidate(&self, inodes: &[u64], entries: &[(u64, String)]) {
+        let n = self.notifier.lock();
+        let Some(n) = n.as_ref() else { return };
+        for ino in inodes {
+            let _ = n.inval_inode(fuser::INodeNo(*ino), 0, 0);
+        }
+        for (parent, name) in entries {
+            let _ = n.inval_entry(fuser::INodeNo(*parent), std::ffi::OsStr::new(name));
+        }
+    }
+
+    fn lock(&self) {
+        *self.key.lock() = None;
+        self.fs.lock();
+        let _ = self.audit.record(self.event("lock"));
+        log::info!("locked: values dropped");
+    }
+
+    fn status(&self) -> MountStatus {
+        MountStatus {
+            mountpoint: self.mountpoint.display().to_string(),
+            project: self.project.clone(),
+            vault: self.vault.display().to_string(),
+            pid: std::process::id(),
+            started: self.started,
+            locked: self.fs.is_locked(),
+            problem: self
+                .problem
+                .lock()
+                .clone()
+                .or_else(|| self.audit.health().err().map(|e| format!("audit log: {e}"))),
+            files: self.fs.file_count(),
+            open_handles: self.fs.open_handles(),
+            grants: self.authz.list(),
+            auto_unmount: self.auto_unmount,
+            private: self.private,
+            log: self.log.as_ref().map(|p| p.display().to_string()),
+        }
+    }
+
+    fn grant_self(&self, peer: control::Peer, label: String, fds: Vec<OwnedFd>) -> Response {
+        let Some(fd) = fds.into_iter().next() else {
+            return Response::err("grant_self needs the caller's pidfd");
+        };
+        let pidfd = PidFd::from_owned(fd);
+        // The pidfd must name the connected peer itself: a process can
+        // grant its own tree, not somebody else's.
+        if pidfd.pid() != Some(peer.pid) {
+            return Response::err("the pidfd does not belong to the connecting process");
+        }
+        let Some(st) = ProcFs.stat(peer.pid) else {
+            return Response::err("the process is gone");
+        };
+        if !pidfd.is_alive() {
+            return Response::err("the process is gone");
+        }
+        let id = self.authz.add(
+            GrantKind::Tree {
+                pid: peer.pid,
+                starttime: st.starttime,
+                root: Box::new(pidfd),
+            },
+            label.clone(),
+            None,
+        );
+        self.granted_once.store(true, Ordering::Release);
+        self.wake_watcher();
+        let (exe, cmdline) = ProcFs.describe(peer.pid);
+        let _ = self.audit.record(Event {
+            pid: Some(peer.pid),
+            tgid: Some(peer.pid),
+            start_time: Some(st.starttime),
+            uid: Some(peer.uid),
+            exe,
+            cmdline,
+            grant: Some(id.to_string()),
+            reason: Some(label.clone()),
+            ..self.event("grant")
+        });
+        log::info!("grant {id}: {label} (pid {})", peer.pid);
+        Response {
+            grant: Some(id),
+            ..Response::ok()
+        }
+    }
+
+    fn handle(&self, peer: control::Peer, req: Request, fds: Vec<OwnedFd>) -> Response {
+        match req {
+            Request::Status => Response {
+                status: Some(self.status()),
+                ..Response::ok()
+            },
+            Request::GrantSelf { label } => self.grant_self(peer, label, fds),
+            Request::Revoke { grant } => {
+                if self.authz.revoke(grant) {
+                    self.wake_watcher();
+                    let _ = self.audit.record(Event {
+                        grant: Some(grant.to_string()),
+                        pid: Some(peer.pid),
+                        ..self.event("revoke")
+                    });
+                    self.check_private_done();
+                    Response::ok()
+                } else {
+                    Response::err(format!("no grant {grant}"))
+                }
+            }
+            Request::Lock => {
+                self.lock();
+                Response::ok()
+            }
+            Request::Reload => {
+                self.reload();
+                match self.problem.lock().clone() {
+                    None => Response::ok(),
+                    Some(p) => Response::err(p),
+                }
+            }
+            Request::Shutdown => {
+                let _ = self.stop.send(Stop::Requested);
+                Response::ok()
+            }
+        }
+    }
+
+    fn check_private_done(&self) {
+        if self.private && self.granted_once.load(Ordering::Acquire) && self.authz.is_empty() {
+            let _ = self.stop.send(Stop::OwnerGone);
+        }
+    }
+
+    /// Revokes grants whose root exited or whose time ran out.
+    fn reap(&self) {
+        for g in self.authz.reap() {
+            log::info!("grant {} ended: {}", g.id, g.label);
+            let _ = self.audit.record(Event {
+                grant: Some(g.id.to_string()),
+                reason: Some("root process exited or grant expired".into()),
+                ..self.event("revoke")
+            });
+        }
+        self.check_private_done();
+    }
+}
+
+/// The vault file's identity: a change means somebody saved.
+fn vault_stamp(p: &Path) -> Option<(u64, u64, i64, i64, u64)> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.size()))
+}
+
+fn watch_grants(d: Arc<Daemon>, wake_read: OwnedFd) {
+    loop {
+        let (fds, expiry) = d.authz.watch_set();
+        let mut pfds: Vec<libc::pollfd> = std::iter::once(wake_read.as_raw_fd())
+            .chain(fds)
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let timeout_ms = match expiry {
+            Some(t) => {
+                (t.saturating_sub(crate::authz::grants::now_secs()) * 1000).clamp(10, 1000) as i32
+            }
+            None => 1000,
+        };
+        // SAFETY: pfds is a valid, exclusively borrowed array of pollfd of
+        // the given length; poll only writes revents.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+        if n > 0 && pfds[0].revents & libc::POLLIN != 0 {
+            let mut buf = [0u8; 64];
+            let _ = nix::unistd::read(&wake_read, &mut buf);
+        }
+        d.reap();
+    }
+}
+
+fn watch_vault(d: Arc<Daemon>) {
+    let mut last = vault_stamp(&d.vault);
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = vault_stamp(&d.vault);
+        if now != last {
+            last = now;
+            d.reload();
+        }
+    }
+}
+
+fn report(ready: &mut Option<File>, msg: &str) {
+    if let Some(f) = ready.as_mut() {
+        let _ = f.write_all(msg.as_bytes());
+        let _ = f.write_all(b"\n");
+    }
+    *ready = None;
+}
+
+/// Serves one mount until it is told to stop. Errors before the mount is
+/// ready are reported through `opts.ready` as well as returned.
+pub fn serve(mut opts: ServeOpts, audit: Arc<dyn AuditSink>) -> Result<()> {
+    let mut ready = opts.ready.take();
+    match serve_inner(opts, audit, &mut ready) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            report(&mut ready, &format!("error: {e}"));
+            Err(e)
+        }
+    }
+}
+
+fn serve_inner(opts: ServeOpts, audit: Arc<dyn AuditSink>, ready: &mut Option<File>) -> Result<()> {
+    crate::sys::harden::lock_memory_if_allowed();
+    if opts.private {
+        // The `run` that started us may die by SIGKILL: take that as a stop.
+        // SAFETY: PR_SET_PDEATHSIG takes a signal number only.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) };
+    }
+    let mp = opts.mountpoint.clone();
+    let sealed = Sealed::read(&opts.vault)?;
+    let vault_id = sealed.header().id_hex();
+    let files = load(&opts.vault, &opts.key, &opts.project, &opts.config)?;
+
+    // Clear what a killed daemon left; refuse a live mount or a foreign one.
+    let live = registry::find(&mp).is_some();
+    match mountpoint::inspect(&mp, live)? {
+        mountpoint::State::Free => {}
+        mountpoint::State::Stale => {
+            log::warn!(
+                "{} holds a stale mount from a dead daemon: detaching it",
+                mp.display()
+            );
+            mountpoint::unmount(&mp, true)?;
+        }
+        mountpoint::State::Hushfs => {
+            return Err(Error::usage(format!(
+                "{} is already mounted by hushfs: `hushfs umount {}` first",
+                mp.display(),
+                mp.display()
+            )));
+        }
+        mountpoint::State::Other(t) => {
+            return Err(Error::usage(format!(
+                "{} already has a {t} filesystem mounted: pick an empty directory",
+                mp.display()
+            )));
+        }
+    }
+
+    // SAFETY: getuid/getgid have no preconditions.
+    let owner = unsafe { (libc::getuid(), libc::getgid()) };
+    let authz = Arc::new(Authorizer::new(owner.0, ProcFs));
+    let fs = Arc::new(SecretFs::new(
+        owner,
+        &opts.project,
+        &mp.display().to_string(),
+        authz.clone(),
+        audit.clone(),
+        files,
+    ));
+
+    // Auto-unmount (fusermount3 unmounts when we die, even by SIGKILL) needs
+    // allow_other at the kernel level; fs then checks every caller's uid.
+    let auto_unmount = mountpoint::fusermount().is_some()
+        && (mountpoint::is_root() || mountpoint::user_allow_other());
+    let mut mount_options = vec![
+        fuser::MountOption::RO,
+        fuser::MountOption::NoSuid,
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoExec,
+        fuser::MountOption::NoAtime,
+        fuser::MountOption::FSName(format!("hushfs:{}", opts.project)),
+        fuser::MountOption::Subtype("hushfs".into()),
+    ];
+    let mut cfg = fuser::Config::default();
+    if auto_unmount {
+        mount_options.push(fuser::MountOption::AutoUnmount);
+        cfg.acl = fuser::SessionACL::RootAndOwner;
+    }
+    cfg.mount_options = mount_options;
+    cfg.n_threads = Some(opts.threads.max(2));
+    cfg.clone_fd = true;
+
+    let socket = registry::socket_path(&mp);
+    crate::sys::paths::ensure_private_dir(&registry::dir())?;
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket)
+        .map_err(|e| Error::io("cannot create control socket", &socket, e))?;
+
+    let session =
+        fuser::Session::new(crate::fuse::Adapter(fs.clone()), &mp, &cfg).map_err(|e| {
+            let _ = std::fs::remove_file(&socket);
+            let hint = if mountpoint::is_root() {
+                ""
+            } else {
+                " (ordinary users need the fuse3 package: fusermount3)"
+            };
+            Error::Other(format!("cannot mount {}: {e}{hint}", mp.display()))
+        })?;
+    let bg = session
+        .spawn()
+        .map_err(|e| Error::Other(format!("cannot start the FUSE session: {e}")))?;
+
+    let (stop_tx, stop_rx) = mpsc::channel();
+    let (wake_r, wake_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .map_err(|e| Error::Other(format!("pipe: {e}")))?;
+    let started = crate::authz::grants::now_secs();
+    let d = Arc::new(Daemon {
+        fs: fs.clone(),
+        authz,
+        audit: audit.clone(),
+        key: Mutex::new(Some(opts.key)),
+        problem: Mutex::new(None),
+        notifier: Mutex::new(Some(bg.notifier())),
+        vault: opts.vault.clone(),
+        vault_id,
+        project: opts.project.clone(),
+        config: opts.config.clone(),
+        mountpoint: mp.clone(),
+        started,
+        private: opts.private,
+        granted_once: AtomicBool::new(false),
+        auto_unmount,
+        log: opts.log.clone(),
+        stop: stop_tx.clone(),
+        wake: wake_w,
+    });
+
+    registry::write(&registry::Entry {
+        mountpoint: mp.clone(),
+        project: opts.project.clone(),
+        vault: opts.vault.clone(),
+        pid: std::process::id(),
+        started,
+        private: opts.private,
+        socket: socket.clone(),
+        log: opts.log.clone(),
+    })?;
+
+    {
+        let d = d.clone();
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || control::serve(listener, |p, r, f| d.handle(p, r, f)))
+            .map_err(|e| Error::Other(format!("thread: {e}")))?;
+    }
+    {
+        let d = d.clone();
+        std::thread::Builder::new()
+            .name("grants".into())
+            .spawn(move || watch_grants(d, wake_r))
+            .map_err(|e| Error::Other(format!("thread: {e}")))?;
+    }
+    {
+        let d = d.clone();
+        std::thread::Builder::new()
+            .name("vault".into())
+            .spawn(move || watch_vault(d))
+            .map_err(|e| Error::Other(format!("thread: {e}")))?;
+    }
+    let mut signals =
+        signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT, libc::SIGHUP])
+            .map_err(|e| Error::Other(format!("signals: {e}")))?;
+    {
+        let tx = stop_tx.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                if let Some(s) = signals.forever().next() {
+                    let _ = tx.send(Stop::Signal(s));
+                }
+            })
+            .map_err(|e| Error::Other(format!("thread: {e}")))?;
+    }
+
+    let _ = audit.record(d.event("mount"));
+    log::info!(
+        "mounted {} at {} (pid {}, auto-unmount {})",
+        opts.project,
+        mp.display(),
+        std::process::id(),
+        if auto_unmount { "on" } else { "off" }
+    );
+    report(ready, "ok");
+
+    let why = loop {
+        match stop_rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(s) => break s,
+            Err(mpsc::RecvTimeoutError::Timeout) if bg.guard.is_finished() => {
+                break Stop::Unmounted;
+            }
+            Err(_) => {}
+        }
+    };
+    match why {
+        Stop::Signal(s) => log::info!("signal {s}: unmounting"),
+        Stop::Requested => log::info!("umount requested"),
+        Stop::Unmounted => log::info!("unmounted from outside"),
+        Stop::OwnerGone => log::info!("private mount no longer used: unmounting"),
+    }
+    // Drop every value first, then detach the mount. A busy mount is
+    // detached lazily; the kernel connection dies with this process, so
+    // files still open elsewhere read nothing more.
+    fs.lock();
+    *d.notifier.lock() = None;
+    if !matches!(why, Stop::Unmounted) {
+        if let Err(e) = mountpoint::unmount_or_detach(&mp) {
+            log::warn!("{e}");
+        }
+    }
+    registry::remove(&mp);
+    let _ = audit.record(d.event("umount"));
+    // The mount is gone (or detached) already; fuser's drop would try to
+    // unmount a second time and log EINVAL, or join threads that still
+    // serve files open elsewhere until this process exits.
+    std::mem::forget(bg);
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! Where live mounts are found: `$XDG_RUNTIME_DIR/hushfs/mounts/` holds, per
+//! mount, a control socket `<id>.sock` and a description `<id>.json`, where
+//! id is derived from the mount directory.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::sys::paths;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Entry {
+    pub mountpoint: PathBuf,
+    pub project: String,
+    pub vault: PathBuf,
+    pub pid: u32,
+    pub started: u64,
+    pub private: bool,
+    pub socket: PathBuf,
+    #[serde(default)]
+    pub log: Option<PathBuf>,
+}
+
+pub fn dir() -> PathBuf {
+    paths::runtime_dir().join("mounts")
+}
+
+/// The stable id of a mount directory (an absolute path).
+pub fn id(mountpoint: &Path) -> String {
+    let h = Sha256::digest(mountpoint.as_os_str().as_encoded_bytes());
+    h[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn socket_path(mountpoint: &Path) -> PathBuf {
+    dir().join(format!("{}.sock", id(mountpoint)))
+}
+
+fn info_path(mountpoint: &Path) -> PathBuf {
+    dir().join(format!("{}.json", id(mountpoint)))
+}
+
+pub fn write(e: &Entry) -> Result<()> {
+    paths::ensure_private_dir(&dir())?;
+    let p = info_path(&e.mountpoint);
+    let tmp = p.with_extension("json.tmp");
+    fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(e).expect("entry serialises"),
+    )
+    .and_then(|_| fs::rename(&tmp, &p))
+    .map_err(|er| Error::io("cannot write", &p, er))
+}
+
+pub fn remove(mountpoint: &Path) {
+    let _ = fs::remove_file(info_path(mountpoint));
+    let _ = fs::remove_file(socket_path(mountpoint));
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The entry for a mount directory, if its daemon is alive.
+pub fn find(mountpoint: &Path) -> Option<Entry> {
+    let b = fs::read(info_path(mountpoint)).ok()?;
+    let e: Entry = serde_json::from_slice(&b).ok()?;
+    if e.mountpoint == mountpoint && pid_alive(e.pid) && e.socket.exists() {
+        Some(e)
+    } else {
+        None
+    }
+}
+
+/// Every live mount; descriptions of dead daemons are removed.
+pub fn list() -> Vec<Entry> {
+    let Ok(rd) = fs::read_dir(dir()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for f in rd.flatten() {
+        let p = f.path();
+        if p.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let Some(e) = fs::read(&p)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Entry>(&b).ok())
+        else {
+            continue;
+        };
+        if pid_alive(e.pid) && e.socket.exists() {
+            out.push(e);
+        } else {
+            let _ = fs::remove_file(&p);
+            let _ = fs::remove_file(&e.socket);
+        }
+    }
+    out.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
+    out
+}

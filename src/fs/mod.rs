@@ -1,0 +1,370 @@
+//! The filesystem's logic, free of fuser types: inodes, attributes, per-open
+//! snapshots, and the rules of docs/SEMANTICS.md. Every open and every read
+//! asks the authorizer and reports the decision to the audit sink; a sink
+//! that cannot record turns the access into a denial.
+
+pub mod tree;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::audit::{AuditSink, Event};
+use crate::authz::{Authorizer, Caller, Decision, ProcFs, ProcSource};
+use crate::render::Rendered;
+use crate::secret::SecretBytes;
+use tree::{Inodes, Node, NodeKind, Tree};
+
+pub use tree::ROOT;
+
+/// Errors of file operations; the FUSE adapter maps each to one errno.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsError {
+    NotFound,
+    NotDir,
+    IsDir,
+    /// Not authorized (or the mount is locked): EACCES.
+    Denied,
+    /// Any attempt to change something: EROFS.
+    ReadOnly,
+    BadHandle,
+    /// No such extended attribute.
+    NoAttr,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+/// Attributes as stat(2) shows them.
+#[derive(Clone, Copy, Debug)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: Kind,
+    pub size: u64,
+    pub mode: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: SystemTime,
+}
+
+/// Bytes for one read: a slice of the open file's snapshot.
+pub struct ReadData {
+    pub content: Arc<SecretBytes>,
+    pub start: usize,
+    pub end: usize,
+}
+
+impl ReadData {
+    pub fn bytes(&self) -> &[u8] {
+        &self.content.expose()[self.start..self.end]
+    }
+}
+
+struct Handle {
+    ino: u64,
+    /// The file's bytes as they were at open: a reader sees one consistent
+    /// version until it closes, whatever `set` does meanwhile.
+    content: Option<Arc<SecretBytes>>,
+    path: String,
+    secrets: Vec<String>,
+}
+
+/// Open flags that ask to modify (write access, truncate, append, create).
+const WRITE_FLAGS: i32 =
+    libc::O_WRONLY | libc::O_RDWR | libc::O_TRUNC | libc::O_APPEND | libc::O_CREAT;
+
+pub struct SecretFs<P: ProcSource = ProcFs> {
+    owner_uid: u32,
+    owner_gid: u32,
+    project: String,
+    mount: String,
+    authz: Arc<Authorizer<P>>,
+    audit: Arc<dyn AuditSink>,
+    tree: RwLock<Arc<Tree>>,
+    inodes: Mutex<Inodes>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+    locked: AtomicBool,
+}
+
+impl<P: ProcSource> SecretFs<P> {
+    pub fn new(
+        owner: (u32, u32),
+        project: &str,
+        mount: &str,
+        authz: Arc<Authorizer<P>>,
+        audit: Arc<dyn AuditSink>,
+        files: Vec<Rendered>,
+    ) -> Self {
+        let mut inodes = Inodes::default();
+        let tree = Tree::build(files, &mut inodes, SystemTime::now());
+        SecretFs {
+            owner_uid: owner.0,
+            owner_gid: owner.1,
+            project: project.to_string(),
+            mount: mount.to_string(),
+            authz,
+            audit,
+            tree: RwLock::new(Arc::new(tree)),
+            inodes: Mutex::new(inodes),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            locked: AtomicBool::new(false),
+        }
+    }
+
+    pub fn authz(&self) -> &Arc<Authorizer<P>> {
+        &self.authz
+    }
+
+    fn tree(&self) -> Arc<Tree> {
+        self.tree.read().clone()
+    }
+
+    /// Metadata (names, sizes, listings) is for the mount owner only; the
+    /// kernel already enforces that unless allow_other is set.
+    fn may_see(&self, c: &Caller) -> Result<(), FsError> {
+        if c.uid == self.owner_uid {
+            Ok(())
+        } else {
+            Err(FsError::Denied)
+        }
+    }
+
+    fn attr(&self, n: &Node) -> Attr {
+        Attr {
+            ino: n.ino,
+            kind: if n.is_dir() { Kind::Dir } else { Kind::File },
+            size: n.size(),
+            mode: n.mode,
+            nlink: if n.is_dir() { 2 } else { 1 },
+            uid: self.owner_uid,
+            gid: self.owner_gid,
+            mtime: n.mtime,
+        }
+    }
+
+    pub fn lookup(&self, c: &Caller, parent: u64, name: &OsStr) -> Result<Attr, FsError> {
+        self.may_see(c)?;
+        let t = self.tree();
+        let p = t.get(parent).ok_or(FsError::NotFound)?;
+        if !p.is_dir() {
+            return Err(FsError::NotDir);
+        }
+        let name = name.to_str().ok_or(FsError::NotFound)?;
+        t.child(parent, name)
+            .map(|n| self.attr(n))
+            .ok_or(FsError::NotFound)
+    }
+
+    pub fn getattr(&self, c: &Caller, ino: u64) -> Result<Attr, FsError> {
+        self.may_see(c)?;
+        self.tree()
+            .get(ino)
+            .map(|n| self.attr(n))
+            .ok_or(FsError::NotFound)
+    }
+
+    /// Decides, audits, and fails closed when the audit sink cannot record.
+    fn check(&self, c: &Caller, event: &str, path: &str, secrets: &[String]) -> Decision {
+        let mut d = if self.locked.load(Ordering::Acquire) {
+            Decision::deny("mount is locked (run `hushfs unlock`)")
+        } else {
+            self.authz.decide(c)
+        };
+        let ev = Event {
+            event: event.to_string(),
+            decision: Some(if d.allowed { "allow" } else { "deny" }.to_string()),
+            reason: Some(d.reason.to_string()),
+            project: Some(self.project.clone()),
+            file: Some(path.to_string()),
+            secrets: secrets.to_vec(),
+            pid: Some(c.pid),
+            tgid: d.subject.as_ref().map(|s| s.tgid),
+            start_time: d.subject.as_ref().map(|s| s.starttime),
+            uid: Some(c.uid),
+            exe: d.subject.as_ref().and_then(|s| s.exe.clone()),
+            cmdline: d.subject.as_ref().and_then(|s| s.cmdline.clone()),
+            grant: d.grant.map(|g| g.to_string()),
+            mount: Some(self.mount.clone()),
+        };
+        if let Err(why) = self.audit.record(ev) {
+            log::error!("audit log cannot record ({why}): denying");
+            d.allowed = false;
+            d.reason = "audit log cannot record";
+        }
+        d
+    }
+
+    pub fn open(&self, c: &Caller, ino: u64, flags: i32) -> Result<u64, FsError> {
+        let t = self.tree();
+        let n = t.get(ino).ok_or(FsError::NotFound)?;
+        let NodeKind::File {
+            content, secrets, ..
+        } = &n.kind
+        else {
+            return Err(FsError::IsDir);
+        };
+        if flags & WRITE_FLAGS != 0 {
+            return Err(FsError::ReadOnly);
+        }
+        if !self.check(c, "open", &n.path, secrets).allowed {
+            return Err(FsError::Denied);
+        }
+        let content = content.clone().ok_or(FsError::Denied)?;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(
+            fh,
+            Handle {
+                ino,
+                content: Some(content),
+                path: n.path.clone(),
+                secrets: secrets.clone(),
+            },
+        );
+        Ok(fh)
+    }
+
+    /// Every read is decided again: an authorized process may have passed
+    /// its descriptor to one that is not.
+    pub fn read(
+        &self,
+        c: &Caller,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        size: u32,
+    ) -> Result<ReadData, FsError> {
+        let (path, secrets, content) = {
+            let h = self.handles.lock();
+            let h = h
+                .get(&fh)
+                .filter(|h| h.ino == ino)
+                .ok_or(FsError::BadHandle)?;
+            (h.path.clone(), h.secrets.clone(), h.content.clone())
+        };
+        if !self.check(c, "read", &path, &secrets).allowed {
+            return Err(FsError::Denied);
+        }
+        let content = content.ok_or(FsError::Denied)?;
+        let len = content.len();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(len);
+        let end = start.saturating_add(size as usize).min(len);
+        Ok(ReadData {
+            content,
+            start,
+            end,
+        })
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.handles.lock().remove(&fh);
+    }
+
+    pub fn opendir(&self, c: &Caller, ino: u64) -> Result<(), FsError> {
+        self.may_see(c)?;
+        match self.tree().get(ino) {
+            Some(n) if n.is_dir() => Ok(()),
+            Some(_) => Err(FsError::NotDir),
+            None => Err(FsError::NotFound),
+        }
+    }
+
+    /// Directory entries from `offset` on: (inode, kind, name, next offset).
+    pub fn readdir(
+        &self,
+        c: &Caller,
+        ino: u64,
+        offset: u64,
+    ) -> Result<Vec<(u64, Kind, String)>, FsError> {
+        self.may_see(c)?;
+        let t = self.tree();
+        let n = t.get(ino).ok_or(FsError::NotFound)?;
+        let NodeKind::Dir(entries) = &n.kind else {
+            return Err(FsError::NotDir);
+        };
+        let mut all = vec![
+            (ino, Kind::Dir, ".".to_string()),
+            (n.parent, Kind::Dir, "..".to_string()),
+        ];
+        for (name, child) in entries {
+            let kind = if t.get(*child).is_some_and(|c| c.is_dir()) {
+                Kind::Dir
+            } else {
+                Kind::File
+            };
+            all.push((*child, kind, name.clone()));
+        }
+        Ok(all.into_iter().skip(offset as usize).collect())
+    }
+
+    /// access(2): writing is never possible, executing never, reading a file
+    /// only for an authorized caller (checked, but not audited as a read).
+    pub fn access(&self, c: &Caller, ino: u64, mask: i32) -> Result<(), FsError> {
+        self.may_see(c)?;
+        let t = self.tree();
+        let n = t.get(ino).ok_or(FsError::NotFound)?;
+        if mask & libc::W_OK != 0 {
+            return Err(FsError::ReadOnly);
+        }
+        if n.is_dir() {
+            return Ok(());
+        }
+        if mask & libc::X_OK != 0 {
+            return Err(FsError::Denied);
+        }
+        if mask & libc::R_OK != 0 {
+            let ok = !self.locked.load(Ordering::Acquire) && self.authz.decide(c).allowed;
+            if !ok {
+                return Err(FsError::Denied);
+            }
+        }
+        Ok(())
+    }
+
+    /// Swaps in newly rendered files (after `set`, `rm`, `import`). Open
+    /// handles keep their snapshots. Returns what the kernel must forget.
+    pub fn replace(&self, files: Vec<Rendered>) -> (Vec<u64>, Vec<(u64, String)>) {
+        let new = Tree::build(files, &mut self.inodes.lock(), SystemTime::now());
+        let mut cur = self.tree.write();
+        let diff = cur.diff(&new);
+        *cur = Arc::new(new);
+        self.locked.store(false, Ordering::Release);
+        diff
+    }
+
+    /// Drops every decrypted byte (tree and open snapshots); opens and reads
+    /// are denied until `replace` brings contents back.
+    pub fn lock(&self) {
+        self.locked.store(true, Ordering::Release);
+        let mut cur = self.tree.write();
+        *cur = Arc::new(cur.without_contents());
+        drop(cur);
+        for h in self.handles.lock().values_mut() {
+            h.content = None;
+        }
+    }
+
+    pub fn is_locked(&self) -> bool {
+        self.locked.load(Ordering::Acquire)
+    }
+
+    pub fn open_handles(&self) -> usize {
+        self.handles.lock().len()
+    }
+
+    pub fn file_count(&self) -> usize {
+        self.tree().nodes.values().filter(|n| !n.is_dir()).count()
+    }
+}
+
+#[cfg(test)]
+mod tests;

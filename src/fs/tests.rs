@@ -1,0 +1,168 @@
+//! SecretFs without FUSE: the rules of docs/SEMANTICS.md.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use parking_lot::Mutex;
+
+use super::*;
+use crate::authz::grants::Flag;
+use crate::authz::{Authorizer, GrantKind, ProcFs};
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Event>>, AtomicBool);
+
+impl AuditSink for Recorder {
+    fn record(&self, ev: Event) -> Result<(), String> {
+        if self.1.load(Ordering::Acquire) {
+            return Err("disk full".into());
+        }
+        self.0.lock().push(ev);
+        Ok(())
+    }
+}
+
+fn file(path: &[&str], v: &[u8]) -> Rendered {
+    Rendered {
+        path: path.iter().map(|s| s.to_string()).collect(),
+        content: SecretBytes::copy_from(v),
+        mode: 0o400,
+        secrets: vec![path.last().unwrap().to_string()],
+    }
+}
+
+fn me() -> Caller {
+    Caller {
+        pid: std::process::id(),
+        // SAFETY: getuid/getgid have no preconditions.
+        uid: unsafe { libc::getuid() },
+        gid: unsafe { libc::getgid() },
+    }
+}
+
+/// A filesystem whose only grant is this test process itself.
+fn fs(granted: bool) -> (SecretFs, Arc<Recorder>) {
+    let c = me();
+    let authz = Arc::new(Authorizer::new(c.uid, ProcFs));
+    if granted {
+        let st = ProcFs.stat(c.pid).unwrap();
+        authz.add(
+            GrantKind::Tree {
+                pid: c.pid,
+                starttime: st.starttime,
+                root: Box::new(Flag(AtomicBool::new(true))),
+            },
+            "test".into(),
+            None,
+        );
+    }
+    let rec = Arc::new(Recorder::default());
+    let f = SecretFs::new(
+        (c.uid, c.gid),
+        "p",
+        "/mnt",
+        authz,
+        rec.clone(),
+        vec![file(&["A"], b"alpha"), file(&["d", "B"], b"bravo!")],
+    );
+    (f, rec)
+}
+
+#[test]
+fn open_read_with_offsets_and_audit() {
+    let (f, rec) = fs(true);
+    let c = me();
+    let a = f.lookup(&c, ROOT, OsStr::new("A")).unwrap();
+    assert_eq!(a.size, 5);
+    let fh = f.open(&c, a.ino, libc::O_RDONLY).unwrap();
+    assert_eq!(f.read(&c, a.ino, fh, 0, 100).unwrap().bytes(), b"alpha");
+    assert_eq!(f.read(&c, a.ino, fh, 2, 2).unwrap().bytes(), b"ph");
+    assert_eq!(f.read(&c, a.ino, fh, 99, 2).unwrap().bytes(), b"");
+    f.release(fh);
+    assert_eq!(f.read(&c, a.ino, fh, 0, 1).err(), Some(FsError::BadHandle));
+    let evs = rec.0.lock();
+    assert_eq!(evs.len(), 4);
+    assert_eq!(evs[0].event, "open");
+    assert_eq!(evs[0].decision.as_deref(), Some("allow"));
+    assert_eq!(evs[0].file.as_deref(), Some("A"));
+    assert_eq!(evs[0].tgid, Some(c.pid));
+    assert!(evs[0].grant.is_some());
+}
+
+#[test]
+fn ungranted_caller_denied_and_audited() {
+    let (f, rec) = fs(false);
+    let c = me();
+    let a = f.lookup(&c, ROOT, OsStr::new("A")).unwrap();
+    assert_eq!(f.open(&c, a.ino, libc::O_RDONLY), Err(FsError::Denied));
+    assert_eq!(rec.0.lock()[0].decision.as_deref(), Some("deny"));
+    // Names and sizes stay visible to the owner.
+    assert_eq!(f.readdir(&c, ROOT, 0).unwrap().len(), 4);
+}
+
+#[test]
+fn writes_are_read_only() {
+    let (f, _) = fs(true);
+    let c = me();
+    let a = f.lookup(&c, ROOT, OsStr::new("A")).unwrap();
+    for flags in [
+        libc::O_WRONLY,
+        libc::O_RDWR,
+        libc::O_RDONLY | libc::O_TRUNC,
+        libc::O_APPEND,
+    ] {
+        assert_eq!(f.open(&c, a.ino, flags), Err(FsError::ReadOnly));
+    }
+    assert_eq!(f.access(&c, a.ino, libc::W_OK), Err(FsError::ReadOnly));
+}
+
+#[test]
+fn snapshot_survives_replace_and_lock_drops_it() {
+    let (f, _) = fs(true);
+    let c = me();
+    let a = f.lookup(&c, ROOT, OsStr::new("A")).unwrap();
+    let fh = f.open(&c, a.ino, libc::O_RDONLY).unwrap();
+    let (inos, _) = f.replace(vec![file(&["A"], b"ALPHA-2")]);
+    assert!(inos.contains(&a.ino));
+    assert_eq!(
+        f.read(&c, a.ino, fh, 0, 100).unwrap().bytes(),
+        b"alpha",
+        "old reader keeps its snapshot"
+    );
+    assert_eq!(f.getattr(&c, a.ino).unwrap().size, 7);
+    let fh2 = f.open(&c, a.ino, 0).unwrap();
+    assert_eq!(f.read(&c, a.ino, fh2, 0, 100).unwrap().bytes(), b"ALPHA-2");
+    assert!(
+        f.lookup(&c, ROOT, OsStr::new("d")).is_err(),
+        "removed dir is gone"
+    );
+
+    f.lock();
+    assert_eq!(f.read(&c, a.ino, fh, 0, 100).err(), Some(FsError::Denied));
+    assert_eq!(f.open(&c, a.ino, 0), Err(FsError::Denied));
+    assert_eq!(
+        f.getattr(&c, a.ino).unwrap().size,
+        7,
+        "sizes stay while locked"
+    );
+}
+
+#[test]
+fn audit_failure_denies() {
+    let (f, rec) = fs(true);
+    let c = me();
+    let a = f.lookup(&c, ROOT, OsStr::new("A")).unwrap();
+    rec.1.store(true, Ordering::Release);
+    assert_eq!(f.open(&c, a.ino, 0), Err(FsError::Denied));
+}
+
+#[test]
+fn other_uid_sees_nothing() {
+    let (f, _) = fs(true);
+    let c = Caller {
+        uid: me().uid + 1,
+        ..me()
+    };
+    assert_eq!(f.getattr(&c, ROOT).err(), Some(FsError::Denied));
+    assert_eq!(f.readdir(&c, ROOT, 0).err(), Some(FsError::Denied));
+}
