@@ -3,6 +3,8 @@
 use clap::Args;
 
 use super::{Ctx, out};
+use crate::daemon::protocol::{MountStatus, Request};
+use crate::daemon::{control, registry};
 use crate::error::Result;
 use crate::vault::{Sealed, keychain};
 
@@ -21,6 +23,8 @@ struct Status {
     unlock_expires_in_secs: Option<u64>,
     kdf: crate::vault::crypto::KdfParams,
     projects: Option<Vec<ProjectStatus>>,
+    /// Live mounts (all vaults) and their grants.
+    mounts: Vec<MountStatus>,
 }
 
 #[derive(serde::Serialize)]
@@ -50,6 +54,7 @@ pub fn status(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
                 })
                 .collect()
         }),
+        mounts: mounts(),
     };
     if a.json {
         out(&(serde_json::to_string_pretty(&st).expect("status serialises") + "\n"))?;
@@ -78,6 +83,48 @@ pub fn status(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
             s.push_str(&format!("project:  {} ({} secrets)\n", p.name, p.secrets));
         }
     }
+    for m in &st.mounts {
+        s.push_str(&describe_mount(m));
+    }
     out(&s)?;
     Ok(0)
+}
+
+/// Asks every live daemon for its status.
+pub fn mounts() -> Vec<MountStatus> {
+    registry::list()
+        .iter()
+        .filter_map(|e| control::call(&e.socket, &Request::Status, None).ok())
+        .filter_map(|r| r.status)
+        .collect()
+}
+
+fn describe_mount(m: &MountStatus) -> String {
+    let state = match (&m.problem, m.locked) {
+        (Some(p), _) => format!("NOT SERVING: {p}"),
+        (None, true) => "locked".to_string(),
+        (None, false) => "serving".to_string(),
+    };
+    let mut s = format!(
+        "mount:    {} (project {}, pid {}, {} files, {state}{})\n",
+        m.mountpoint,
+        m.project,
+        m.pid,
+        m.files,
+        if m.private { ", private to a run" } else { "" }
+    );
+    if m.grants.is_empty() {
+        s.push_str("  grants: none (nothing can read; use `hushfs run --mount DIR -- CMD`)\n");
+    }
+    for g in &m.grants {
+        let exp = g
+            .expires
+            .map(|t| format!(", expires {}", super::rfc3339(t)))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "  grant {}: {} — {}{exp}\n",
+            g.id, g.label, g.matches
+        ));
+    }
+    s
 }

@@ -41,10 +41,18 @@ pub fn lock(ctx: &Ctx) -> Result<i32> {
     let id = sealed.header().id_hex();
     let had = keychain::clear(&id)
         .map_err(|why| Error::Other(format!("cannot reach the keychain: {why}")))?;
-    out(if had {
-        "locked: the cached key was removed\n"
+    // Mounts drop their values now, not when the cache would have expired.
+    let mounts = super::mount::notify_mounts(&ctx.vault, &Request::Lock);
+    let first = if had {
+        "locked: the cached key was removed"
     } else {
-        "already locked\n"
-    })?;
+        "already locked"
+    };
+    let tail = if mounts > 0 {
+        format!("; {mounts} mount(s) dropped their values and refuse reads")
+    } else {
+        String::new()
+    };
+    out(&format!("{first}{tail}\n"))?;
     Ok(0)
 }

@@ -570,6 +570,11 @@ fn serve_inner(opts: ServeOpts, audit: Arc<dyn AuditSink>, ready: &mut Option<Fi
         }
     }
     registry::remove(&mp);
+    if d.private {
+        // The directory was made for this run alone; remove it even if the
+        // run that made it was killed.
+        let _ = std::fs::remove_dir(&mp);
+    }
     let _ = audit.record(d.event("umount"));
     // The mount is gone (or detached) already; fuser's drop would try to
     // unmount a second time and log EINVAL, or join threads that still

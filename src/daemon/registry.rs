@@ -59,15 +59,18 @@ pub fn remove(mountpoint: &Path) {
     let _ = fs::remove_file(socket_path(mountpoint));
 }
 
-fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+/// A daemon is alive when its control socket accepts a connection: a
+/// killed daemon leaves the socket file but nothing listens, and a zombie
+/// still has a /proc entry.
+fn alive(e: &Entry) -> bool {
+    std::os::unix::net::UnixStream::connect(&e.socket).is_ok()
 }
 
 /// The entry for a mount directory, if its daemon is alive.
 pub fn find(mountpoint: &Path) -> Option<Entry> {
     let b = fs::read(info_path(mountpoint)).ok()?;
     let e: Entry = serde_json::from_slice(&b).ok()?;
-    if e.mountpoint == mountpoint && pid_alive(e.pid) && e.socket.exists() {
+    if e.mountpoint == mountpoint && alive(&e) {
         Some(e)
     } else {
         None
@@ -91,7 +94,7 @@ pub fn list() -> Vec<Entry> {
         else {
             continue;
         };
-        if pid_alive(e.pid) && e.socket.exists() {
+        if alive(&e) {
             out.push(e);
         } else {
             let _ = fs::remove_file(&p);

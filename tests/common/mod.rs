@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod mount;
+
 use hushfs::vault::unlock::{self, KeyOpts};
 use hushfs::vault::{Secrets, Vault};
 

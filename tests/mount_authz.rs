@@ -1,0 +1,276 @@
+//! Who may read a mount: real mounts, real processes (issue tests 1-7).
+//! These run as root (CI does) and are never skipped.
+
+mod common;
+use common::mount::*;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const VALUE: &[u8] = b"s3cr3t-value-\xff\x00-end";
+
+fn mount() -> Mount {
+    Mount::new(&[("TOKEN", VALUE), ("OTHER", b"other-value")])
+}
+
+#[test]
+fn child_grandchild_at_depth_5_and_threads_read() {
+    let m = mount();
+    let p = m.path("TOKEN");
+    assert_eq!(
+        read_ok(&m.granted(&["read", &p])),
+        Some(hex(VALUE)),
+        "the child reads"
+    );
+    assert_eq!(
+        read_ok(&m.granted(&["chain", "5", &p])),
+        Some(hex(VALUE)),
+        "depth 5 reads"
+    );
+    let t = m.granted(&["thread", &p]);
+    assert_ne!(t["tid"], t["pid"], "read from a non-main thread");
+    assert_eq!(read_ok(&t), Some(hex(VALUE)));
+    // Through a shell and cat, as users do.
+    let o = m.run(&["sh", "-c", &format!("cat '{p}'")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.stdout, VALUE);
+}
+
+#[test]
+fn sibling_parent_shell_and_unrelated_are_denied() {
+    let m = mount();
+    let p = m.path("TOKEN");
+    // Unrelated same-uid process.
+    assert_eq!(
+        read_err(&m.outsider(&["read", &p])).as_deref(),
+        Some("EACCES")
+    );
+    let o = Command::new("cat").arg(&p).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Permission denied"));
+    assert!(o.stdout.is_empty());
+
+    // The shell that started `hushfs run`, and a sibling started by that
+    // shell, while the granted child is alive.
+    let script = format!(
+        "'{bin}' run --mount '{dir}' -- sleep 3 & sleep 1; \
+         cat '{p}' >/dev/null 2>&1; echo parent=$?; \
+         sh -c \"cat '{p}' >/dev/null 2>&1; echo sibling=\\$?\"; wait",
+        bin = env!("CARGO_BIN_EXE_hushfs"),
+        dir = m.dir.display()
+    );
+    let o = m.env.cmd(&[]).output().unwrap();
+    let _ = o;
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .env("XDG_RUNTIME_DIR", m.env.dir.path().join("run"))
+        .env("XDG_STATE_HOME", m.env.dir.path().join("state"))
+        .env("HUSHFS_VAULT", &m.env.vault)
+        .env("HUSHFS_KEYCHAIN", "off")
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        s.contains("parent=1"),
+        "the parent shell must be denied: {s}"
+    );
+    assert!(s.contains("sibling=1"), "a sibling must be denied: {s}");
+}
+
+#[test]
+fn double_forked_orphan_stays_inside_the_tree() {
+    let m = mount();
+    let outfile = m.env.path("orphan.json");
+    let v = m.granted(&["orphan", &m.path("TOKEN"), outfile.to_str().unwrap()]);
+    assert_eq!(read_ok(&v), Some(hex(VALUE)), "{v}");
+    assert_ne!(
+        v["ppid"], 1,
+        "the orphan was adopted by run (subreaper), not init"
+    );
+}
+
+#[test]
+fn recycled_root_pid_is_denied() {
+    let m = mount();
+    let p = m.path("TOKEN");
+    // The grant's root is the `hushfs run` process; learn its pid.
+    let o = m.run(&["sh", "-c", "echo $PPID"]);
+    let root: u32 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    // It has exited. Give a new, unrelated process exactly that pid.
+    let v = m.outsider(&["reuse", &root.to_string(), &p]);
+    assert!(v.get("nopid").is_none(), "could not recycle pid {root}");
+    let stat = v["stat"].as_str().unwrap();
+    assert!(stat.starts_with(&format!("{root} ")), "{stat}");
+    assert_eq!(read_err(&v).as_deref(), Some("EACCES"), "{v}");
+}
+
+#[test]
+fn spoofed_process_name_is_denied() {
+    let m = mount();
+    let p = m.path("TOKEN");
+    // A granted run stays alive; its pid is what the spoofer claims as ppid.
+    let mut run = m
+        .env
+        .cmd(&[
+            "run",
+            "--mount",
+            m.dir.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "echo $PPID; sleep 5",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(run.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let root = line.trim().to_string();
+    let v = m.outsider(&["spoof", &root, &p]);
+    let stat = v["stat"].as_str().unwrap();
+    assert!(
+        stat.contains(&format!("(x) S {root} 1 1)")),
+        "name not set: {stat}"
+    );
+    assert_eq!(read_err(&v).as_deref(), Some("EACCES"), "{v}");
+    let _ = run.kill();
+    let _ = run.wait();
+}
+
+#[test]
+fn passed_fd_reads_nothing_outside_the_tree() {
+    let m = mount();
+    let p = m.path("TOKEN");
+    let sock = m.env.path("pass.sock");
+    let h = helper();
+    // The unauthorized receiver listens first.
+    let recv = Command::new("python3")
+        .arg(&h)
+        .args(["fdrecv", sock.to_str().unwrap(), &VALUE.len().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..500 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The authorized sender opens, reads, and passes its fd.
+    let sent = m.granted(&["fdsend", &p, sock.to_str().unwrap()]);
+    assert_eq!(
+        sent["sender_read"],
+        hex(VALUE),
+        "the sender itself may read"
+    );
+    let r = json(&recv.wait_with_output().unwrap());
+    for op in ["read", "pread", "sendfile", "splice", "reopen_proc_fd"] {
+        assert_eq!(r[op]["err"], "EACCES", "{op}: {r}");
+    }
+    // mmap: a shared mapping is refused outright; a private one faults.
+    assert_eq!(r["mmap_shared"]["err"], "ENODEV", "{r}");
+    assert!(
+        r["mmap_private"]["ok"].is_null(),
+        "private mmap read the secret: {r}"
+    );
+    let secret = hex(VALUE);
+    assert!(
+        !r.to_string().contains(&secret[..16]),
+        "some path leaked bytes: {r}"
+    );
+}
+
+#[test]
+fn another_uid_is_denied() {
+    let m = mount();
+    // A file next to the mount is readable by nobody: the path is open.
+    let beside = m.env.path("beside");
+    std::fs::write(&beside, "public").unwrap();
+    std::fs::set_permissions(&beside, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = as_nobody(&["cat", beside.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = as_nobody(&["cat", &m.path("TOKEN")]);
+    assert!(!o.status.success());
+    assert!(o.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Nor can it list names.
+    let o = as_nobody(&["ls", m.dir.to_str().unwrap()]);
+    assert!(!o.status.success());
+}
+
+#[test]
+fn namespaced_descendant_reads_through_a_bind_mount() {
+    let m = mount();
+    let inside = m.env.path("inside");
+    std::fs::create_dir(&inside).unwrap();
+    // A container-like child: new pid + mount namespace, the mount bound
+    // into it, read from within. Its pid arrives translated to ours.
+    let script = format!(
+        "mount --bind '{dir}' '{inside}' && cat '{inside}/TOKEN'",
+        dir = m.dir.display(),
+        inside = inside.display()
+    );
+    let o = m.run(&[
+        "unshare",
+        "--pid",
+        "--mount",
+        "--fork",
+        "--mount-proc",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.stdout, VALUE);
+
+    // The same shape outside any grant is denied.
+    let o = Command::new("unshare")
+        .args([
+            "--pid",
+            "--mount",
+            "--fork",
+            "--mount-proc",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(o.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Permission denied"));
+}
+
+#[test]
+fn denials_are_audited_with_the_process() {
+    let m = mount();
+    let _ = Command::new("cat").arg(m.path("TOKEN")).output().unwrap();
+    let log = std::fs::read_to_string(m.mount_status()["log"].as_str().unwrap()).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("\"event\":\"open\"") && l.contains("\"deny\""))
+        .expect("a denial in the log");
+    assert!(
+        line.contains("\"exe\":\"/usr/bin/cat\"") || line.contains("/cat\""),
+        "{line}"
+    );
+    assert!(line.contains("\"file\":\"TOKEN\""), "{line}");
+    assert!(!log.contains("s3cr3t-value"), "a value reached the log");
+}

@@ -1,0 +1,211 @@
+//! The files behave like real, read-only files (issue tests 8, 9, 12) and
+//! follow the vault live; `lock` empties them.
+
+mod common;
+use common::mount::*;
+use common::*;
+
+use std::time::{Duration, Instant};
+
+#[test]
+fn true_sizes_repeat_reads_pread_and_32_readers() {
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let m = Mount::new(&[("SMALL", b"0123456789"), ("BIG", &big), ("EMPTY", b"")]);
+    for (name, value) in [
+        ("SMALL", &b"0123456789"[..]),
+        ("BIG", &big[..]),
+        ("EMPTY", b""),
+    ] {
+        let v = m.granted(&["io", &m.path(name)]);
+        assert_eq!(v["size"], value.len(), "{name}: stat size");
+        assert_eq!(v["regular"], true, "{name} is a regular file, not a FIFO");
+        assert_eq!(v["a"], hex(value), "{name}: first read");
+        assert_eq!(v["b"], v["a"], "{name}: second read gives the same bytes");
+        assert_eq!(v["end"], value.len(), "{name}: SEEK_END");
+        for (off, got) in v["preads"].as_object().unwrap() {
+            let off: usize = off.parse().unwrap();
+            let want = &value[off.min(value.len())..(off + 5).min(value.len())];
+            assert_eq!(got, &hex(want), "{name}: pread at {off}");
+        }
+        assert_eq!(v["mode"], "0o100400", "{name}: 0400 regular file");
+        assert_eq!(v["uid"], unsafe_uid(), "{name}: owned by the mount owner");
+    }
+    // 32 concurrent reader processes, identical bytes.
+    let all = m.granted(&["concurrent", &m.path("BIG"), "32"]);
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 32);
+    for r in all {
+        assert_eq!(read_ok(r).as_deref(), Some(hex(&big).as_str()));
+    }
+}
+
+fn unsafe_uid() -> u32 {
+    // SAFETY: getuid has no preconditions.
+    unsafe { libc::getuid() }
+}
+
+#[test]
+fn every_write_fails_and_changes_nothing() {
+    let m = Mount::new(&[("TOKEN", b"keep-me")]);
+    let before = std::fs::metadata(m.file("TOKEN")).unwrap();
+    // Even an authorized process cannot write.
+    let r = m.granted(&["writes", m.dir.to_str().unwrap(), "TOKEN"]);
+    for (op, errno) in r.as_object().unwrap() {
+        let e = errno.as_str().unwrap();
+        assert!(
+            matches!(e, "EROFS" | "EACCES" | "EPERM" | "EBUSY"),
+            "{op} gave {e}"
+        );
+    }
+    for op in [
+        "open_wronly",
+        "open_rdwr",
+        "create",
+        "mkdir",
+        "unlink",
+        "rename",
+        "chmod",
+        "truncate",
+        "symlink",
+        "link",
+    ] {
+        assert_eq!(r[op], "EROFS", "{op}: {r}");
+    }
+    let o = m.run(&["cat", &m.path("TOKEN")]);
+    assert_eq!(o.stdout, b"keep-me");
+    let after = std::fs::metadata(m.file("TOKEN")).unwrap();
+    assert_eq!(before.len(), after.len());
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(before.mode(), after.mode());
+    let names: Vec<_> = std::fs::read_dir(&m.dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, vec!["TOKEN"]);
+    assert_eq!(
+        m.env.value(PROJECT, "TOKEN").unwrap(),
+        b"keep-me",
+        "the vault is untouched"
+    );
+}
+
+/// Polls until `f` holds, for at most `limit`; returns the time it took.
+fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() <= limit {
+        if f() {
+            return Some(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[test]
+fn set_while_mounted_shows_up_within_a_second() {
+    let m = Mount::new(&[("TOKEN", b"old")]);
+    // A reader that opened before the change keeps its snapshot.
+    let ready = m.env.path("ready");
+    let go = m.env.path("go");
+    let reader = {
+        let (p, r, g) = (m.path("TOKEN"), ready.clone(), go.clone());
+        let h = helper();
+        let mut c = m.env.cmd(&[
+            "run",
+            "--mount",
+            m.dir.to_str().unwrap(),
+            "--",
+            "python3",
+            h.to_str().unwrap(),
+            "snapshot",
+            &p,
+            r.to_str().unwrap(),
+            g.to_str().unwrap(),
+        ]);
+        c.stdout(std::process::Stdio::piped()).spawn().unwrap()
+    };
+    assert!(within(Duration::from_secs(10), || ready.exists()).is_some());
+
+    m.env.set("app/TOKEN", b"a-new-longer-value");
+    let took = within(Duration::from_secs(1), || {
+        std::fs::metadata(m.file("TOKEN"))
+            .map(|x| x.len())
+            .unwrap_or(0)
+            == 18
+            && m.run(&["cat", &m.path("TOKEN")]).stdout == b"a-new-longer-value"
+    });
+    assert!(took.is_some(), "new value and size not visible within 1 s");
+
+    // New names appear and removed ones vanish.
+    m.env.set("app/ADDED", b"x");
+    assert!(within(Duration::from_secs(1), || m.file("ADDED").exists()).is_some());
+    m.env.ok(&["rm", "app/ADDED"]);
+    assert!(within(Duration::from_secs(1), || !m.file("ADDED").exists()).is_some());
+
+    std::fs::write(&go, "").unwrap();
+    let o = reader.wait_with_output().unwrap();
+    assert_eq!(
+        read_ok(&json(&o)).as_deref(),
+        Some(hex(b"old").as_str()),
+        "the early reader kept its snapshot"
+    );
+}
+
+#[test]
+fn lock_empties_the_mount_until_unlock() {
+    let mut env = Env::new();
+    env.keychain = true;
+    let m = Mount::with(env, &[("TOKEN", b"v1")], &[]);
+    assert_eq!(m.run(&["cat", &m.path("TOKEN")]).stdout, b"v1");
+    m.env.ok(&["unlock", "--ttl", "10m"]);
+    let out = m.env.ok(&["lock"]);
+    assert!(out.contains("1 mount(s)"), "{out}");
+    let o = m.run(&["cat", &m.path("TOKEN")]);
+    assert!(
+        !o.status.success() && o.stdout.is_empty(),
+        "read after lock"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Permission denied"));
+    assert_eq!(
+        std::fs::metadata(m.file("TOKEN")).unwrap().len(),
+        2,
+        "names and sizes stay"
+    );
+    assert_eq!(m.mount_status()["locked"], true);
+    // unlock brings the values back (the daemon takes the key from the keychain).
+    m.env.ok(&["unlock", "--ttl", "10m"]);
+    assert_eq!(m.run(&["cat", &m.path("TOKEN")]).stdout, b"v1");
+}
+
+#[test]
+fn status_lists_mounts_and_grants() {
+    let m = Mount::new(&[("TOKEN", b"v")]);
+    let st = m.mount_status();
+    assert_eq!(st["project"], PROJECT);
+    assert_eq!(st["files"], 1);
+    assert_eq!(st["grants"].as_array().unwrap().len(), 0);
+    let o = m.run(&[
+        "sh",
+        "-c",
+        "\"$0\" status --json",
+        env!("CARGO_BIN_EXE_hushfs"),
+    ]);
+    let inner: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let g = &inner["mounts"][0]["grants"][0];
+    assert!(
+        g["label"].as_str().unwrap().starts_with("run: sh -c"),
+        "{g}"
+    );
+    assert!(
+        g["matches"].as_str().unwrap().contains("descendants"),
+        "{g}"
+    );
+    // The grant ended with the run.
+    assert_eq!(m.mount_status()["grants"].as_array().unwrap().len(), 0);
+    let text = m.env.ok(&["status"]);
+    assert!(
+        text.contains(&format!("mount:    {}", m.dir.display())),
+        "{text}"
+    );
+}
