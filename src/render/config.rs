@@ -132,6 +132,8 @@ impl Config {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        // Absolute, so templates resolve the same after the daemon chdirs.
+        let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
         Self::parse_named(&text, &base_dir, path)
     }
 
@@ -164,7 +166,7 @@ impl Config {
         };
         if let Some(p) = raw.project {
             crate::vault::names::validate("project", p.get_ref())
-                .map_err(|e| at(p.span(), format!("project: {e}")))?;
+                .map_err(|e| at(p.span(), e.to_string()))?;
             config.project = Some(p.into_inner());
         }
         if let Some(b) = raw.mount.secret_files {
@@ -511,6 +513,18 @@ template = "deploy/database.yml.tmpl"
         assert!(e.contains("unknown field `colour`"), "{e}");
         let e = err("[mount]\nenv-file = \".env\"\n");
         assert!(e.contains("unknown field `env-file`"), "{e}");
+        // The example in docs/CONFIGURATION.md.
+        let e = Config::parse(
+            "[[file]]\npath = \"a\"\nfromat = \"json\"\n",
+            Path::new("/src/shop"),
+        )
+        .unwrap_err()
+        .0;
+        assert_eq!(
+            e,
+            "/src/shop/hushfs.toml:3: unknown field `fromat`, expected one of \
+             `path`, `format`, `secrets`, `secret`, `template`, `mode`"
+        );
         let e = err("[[file]]\npath = \"a\"\nformat = \"json\"\nsecret_list = []\n");
         assert!(e.contains("unknown field `secret_list`"), "{e}");
         assert!(!e.contains('\n'), "{e}");

@@ -8,6 +8,8 @@
 //! Hand-written: the escaping is a dozen lines and the crates for it build
 //! the escaped value in a `String`.
 
+use zeroize::Zeroize;
+
 use super::RenderError;
 use super::json::utf8;
 use crate::secret::{SecretBuf, SecretBytes};
@@ -58,7 +60,7 @@ fn write_escaped(out: &mut SecretBuf, s: &str, is_key: bool) {
             }
         }
     }
-    units.fill(0);
+    units.zeroize();
 }
 
 fn write_unicode_escape(out: &mut SecretBuf, u: u16) {

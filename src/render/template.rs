@@ -86,6 +86,9 @@ pub struct Template {
     segments: Vec<Segment>,
 }
 
+/// Largest output buffer reserved up front.
+const MAX_PRESIZE: usize = 16 << 20;
+
 /// RFC 3986 unreserved characters: ALPHA DIGIT - . _ ~
 const URL_KEEP: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -261,7 +264,9 @@ impl Template {
                 }
             });
         }
-        let mut out = SecretBuf::with_capacity(estimate);
+        // The bound multiplies along filter chains; past the cap the buffer
+        // grows (safely) instead of reserving worst cases up front.
+        let mut out = SecretBuf::with_capacity(estimate.min(MAX_PRESIZE));
         for s in &self.segments {
             match s {
                 Segment::Literal(l) => out.extend(l),
@@ -297,7 +302,8 @@ fn apply_chain(out: &mut SecretBuf, value: &[u8], filters: &[Filter]) -> Result<
     let mut current: Option<SecretBuf> = None;
     for &f in first {
         let input = current.as_ref().map_or(value, SecretBuf::as_slice);
-        let mut next = SecretBuf::with_capacity(input.len().saturating_mul(f.growth()) + 4);
+        let mut next =
+            SecretBuf::with_capacity(input.len().saturating_mul(f.growth()).min(MAX_PRESIZE) + 4);
         apply(&mut next, input, f)?;
         current = Some(next);
     }
