@@ -115,23 +115,6 @@ struct RawFile {
 }
 
 impl Config {
-    /// Reads a hushfs.toml. (The full schema lives in docs/CONFIGURATION.md.)
-    pub fn load(path: &Path) -> Result<Config, super::RenderError> {
-        #[derive(serde::Deserialize)]
-        struct Raw {
-            project: Option<String>,
-        }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| super::RenderError(format!("cannot read {}: {e}", path.display())))?;
-        let raw: Raw = toml::from_str(&text)
-            .map_err(|e| super::RenderError(format!("{}: {e}", path.display())))?;
-        Ok(Config {
-            project: raw.project,
-            base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
-            ..Config::default()
-        })
-    }
-
     /// Looks for hushfs.toml in `start` and its parents.
     pub fn find(start: &Path) -> Option<PathBuf> {
         start
