@@ -268,10 +268,8 @@ fn passwd_and_rekey() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = e.run(&["ls"]);
     assert_clean_failure(&o, 1, &[]);
-    let e2 = Env {
-        pass_file: new_pass.clone(),
-        ..e
-    };
+    let mut e2 = e;
+    e2.pass_file = new_pass.clone();
     let after = e2.open().unwrap();
     assert_eq!(
         before.key().expose(),
