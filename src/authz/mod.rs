@@ -113,10 +113,12 @@ impl<P: ProcSource> Authorizer<P> {
         }
         let epoch = self.epoch.load(Ordering::Acquire);
         let now = Instant::now();
-        if let Some(e) = self.cache.lock().get(&c.pid) {
-            if e.epoch == epoch && e.expires > now && self.proc.alive(&e.anchor) {
-                return e.decision.clone();
-            }
+        if let Some(e) = self.cache.lock().get(&c.pid)
+            && e.epoch == epoch
+            && e.expires > now
+            && self.proc.alive(&e.anchor)
+        {
+            return e.decision.clone();
         }
         let Some(anchor) = self.proc.anchor(c.pid) else {
             return Decision::deny("process gone");

@@ -163,14 +163,14 @@ pub fn umount(_ctx: &Ctx, a: UmountArgs) -> Result<i32> {
         if !r.ok {
             return Err(Error::Other(r.error.unwrap_or_default()));
         }
-        if let Some(p) = pidfd {
-            if !wait_exit(&p, Duration::from_secs(10)) {
-                return Err(Error::Other(format!(
-                    "the daemon (pid {}) did not stop within 10 s; see {}",
-                    e.pid,
-                    e.log.map(|l| l.display().to_string()).unwrap_or_default()
-                )));
-            }
+        if let Some(p) = pidfd
+            && !wait_exit(&p, Duration::from_secs(10))
+        {
+            return Err(Error::Other(format!(
+                "the daemon (pid {}) did not stop within 10 s; see {}",
+                e.pid,
+                e.log.map(|l| l.display().to_string()).unwrap_or_default()
+            )));
         }
         out(&format!("unmounted {}\n", dir.display()))?;
         return Ok(0);

@@ -564,10 +564,10 @@ fn serve_inner(opts: ServeOpts, audit: Arc<dyn AuditSink>, ready: &mut Option<Fi
     // files still open elsewhere read nothing more.
     fs.lock();
     *d.notifier.lock() = None;
-    if !matches!(why, Stop::Unmounted) {
-        if let Err(e) = mountpoint::unmount_or_detach(&mp) {
-            log::warn!("{e}");
-        }
+    if !matches!(why, Stop::Unmounted)
+        && let Err(e) = mountpoint::unmount_or_detach(&mp)
+    {
+        log::warn!("{e}");
     }
     registry::remove(&mp);
     if d.private {

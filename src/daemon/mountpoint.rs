@@ -67,7 +67,7 @@ pub fn mounted_fstype(dir: &Path) -> Option<String> {
             let sep = f.iter().position(|x| *x == "-")?;
             (unescape(f.get(4)?) == want).then(|| f.get(sep + 1).map(|s| s.to_string()))?
         })
-        .last()
+        .next_back()
 }
 
 pub fn inspect(dir: &Path, live_daemon: bool) -> Result<State> {

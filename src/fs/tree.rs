@@ -148,10 +148,10 @@ impl Tree {
                         },
                     );
                 }
-                if existing.is_none() {
-                    if let Some(NodeKind::Dir(e)) = nodes.get_mut(&parent).map(|n| &mut n.kind) {
-                        e.insert(comp.clone(), ino);
-                    }
+                if existing.is_none()
+                    && let Some(NodeKind::Dir(e)) = nodes.get_mut(&parent).map(|n| &mut n.kind)
+                {
+                    e.insert(comp.clone(), ino);
                 }
                 parent = ino;
                 if !nodes[&parent].is_dir() {
