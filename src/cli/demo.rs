@@ -1,71 +1,209 @@
-//! `demo`: a narrated tour on a throwaway vault in a temp directory.
+//! `demo`: a narrated tour on a throwaway vault in a temp directory. It
+//! runs the hushfs binary itself, command by command, as a user would type
+//! them, with every path (vault, runtime, state) inside the temp directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use crate::error::{Error, Result};
-use crate::secret::{Passphrase, SecretBytes};
-use crate::vault::crypto::KdfParams;
-use crate::vault::{Sealed, Vault, store};
 
-fn say(s: &str) -> Result<()> {
-    super::out(&format!("{s}\n"))
+struct Tour {
+    exe: PathBuf,
+    root: PathBuf,
+    step: usize,
+}
+
+impl Tour {
+    fn say(&self, s: &str) -> Result<()> {
+        super::out(&format!("{s}\n"))
+    }
+
+    fn heading(&mut self, s: &str) -> Result<()> {
+        self.step += 1;
+        self.say(&format!("\n{}. {s}", self.step))
+    }
+
+    fn cmd(&self, program: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(program);
+        c.args(args)
+            .current_dir(self.root.join("repo"))
+            .env("HUSHFS_VAULT", self.root.join("vault"))
+            .env("HUSHFS_PASSPHRASE_FILE", self.root.join("passphrase"))
+            .env("HUSHFS_KEYCHAIN", "off")
+            .env("XDG_RUNTIME_DIR", self.root.join("run"))
+            .env("XDG_STATE_HOME", self.root.join("state"))
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Shows `$ line`, runs it, shows its output indented.
+    fn show(
+        &self,
+        line: &str,
+        program: &Path,
+        args: &[&str],
+        input: Option<&[u8]>,
+    ) -> Result<bool> {
+        self.say(&format!("   $ {line}"))?;
+        let mut c = self.cmd(program, args);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        if input.is_some() {
+            c.stdin(Stdio::piped());
+        }
+        let mut child = c
+            .spawn()
+            .map_err(|e| Error::Other(format!("cannot run {}: {e}", program.display())))?;
+        if let Some(i) = input {
+            use std::io::Write;
+            let _ = child.stdin.take().expect("piped").write_all(i);
+        }
+        let o = child
+            .wait_with_output()
+            .map_err(|e| Error::Other(format!("{}: {e}", program.display())))?;
+        for l in String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .chain(String::from_utf8_lossy(&o.stderr).lines())
+        {
+            self.say(&format!("     {l}"))?;
+        }
+        Ok(o.status.success())
+    }
+
+    fn hushfs(&self, args: &[&str], input: Option<&[u8]>) -> Result<bool> {
+        let line = format!("hushfs {}", args.join(" "));
+        self.show(&line, &self.exe, args, input)
+    }
+}
+
+fn write(p: &Path, s: &str) -> Result<()> {
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d).map_err(|e| Error::io("cannot create", d, e))?;
+    }
+    std::fs::write(p, s).map_err(|e| Error::io("cannot write", p, e))
 }
 
 pub fn demo() -> Result<i32> {
-    let dir = tempfile::Builder::new()
+    let tmp = tempfile::Builder::new()
         .prefix("hushfs-demo-")
         .tempdir()
         .map_err(|e| Error::Other(format!("cannot create a temp directory: {e}")))?;
-    let path = dir.path().join("vault");
-    say(
-        "hushfs demo: a throwaway vault in a temp directory; nothing touches your real vault or keychain.\n",
+    let mut t = Tour {
+        exe: std::env::current_exe()
+            .map_err(|e| Error::Other(format!("cannot find hushfs: {e}")))?,
+        root: tmp.path().to_path_buf(),
+        step: 0,
+    };
+    let repo = t.root.join("repo");
+    let mnt = repo.join("secrets");
+    std::fs::create_dir_all(&mnt).map_err(|e| Error::io("cannot create", &mnt, e))?;
+    write(&t.root.join("passphrase"), "correct horse battery staple\n")?;
+    write(
+        &repo.join("hushfs.toml"),
+        "project = \"shop\"\n\n[[file]]\npath = \"config/database.yml\"\ntemplate = \"database.yml.tmpl\"\n",
+    )?;
+    write(
+        &repo.join("database.yml.tmpl"),
+        "production:\n  url: {{ DATABASE_URL }}\n  password: \"{{ DB_PASSWORD | json }}\"\n",
+    )?;
+    t.say(&format!(
+        "hushfs demo — a throwaway vault and mount under {}; your own vault and keychain are not touched.",
+        t.root.display()
+    ))?;
+
+    t.heading(
+        "An encrypted vault (Argon2id + XChaCha20-Poly1305). Values come from stdin, never argv.",
+    )?;
+    t.hushfs(
+        &[
+            "init",
+            "--kdf-memory",
+            "19",
+            "--kdf-time",
+            "2",
+            "--kdf-parallelism",
+            "1",
+        ],
+        None,
+    )?;
+    t.hushfs(
+        &["set", "shop/DATABASE_URL"],
+        Some(b"postgres://app@db:5432/shop\n"),
+    )?;
+    t.hushfs(&["set", "shop/DB_PASSWORD"], Some(b"s3cr3t-pw\n"))?;
+    t.hushfs(
+        &["set", "shop/STRIPE_KEY"],
+        Some(b"sk_test_4eC39HqLyjWDarjtT1zdp7dc\n"),
+    )?;
+    t.hushfs(&["ls", "shop"], None)?;
+
+    t.heading("Mount the project. hushfs.toml adds a templated config file beside .env.")?;
+    if !t.hushfs(&["mount", "secrets"], None)? {
+        t.say(
+            "\nThe mount failed: FUSE needs root here, or the fuse3 package for ordinary users.",
+        )?;
+        return Ok(2);
+    }
+    let ls = Path::new("ls");
+    t.show(
+        "ls -la secrets secrets/config",
+        ls,
+        &["-la", "secrets", "secrets/config"],
+        None,
+    )?;
+    t.say("   Names and true sizes are visible: they are what a tool or an agent may see.")?;
+
+    t.heading(
+        "Anything outside an authorized tree — a stray cat, an indexer, an agent — gets EACCES.",
+    )?;
+    t.show(
+        "cat secrets/.env",
+        Path::new("cat"),
+        &["secrets/.env"],
+        None,
     )?;
 
-    let pass = Passphrase::new(SecretBytes::copy_from(b"correct horse battery staple"));
-    // Fast KDF parameters (the floor) so the tour does not wait; real vaults
-    // default to 64 MiB, t=3, p=4.
-    let kdf = KdfParams {
-        m_kib: KdfParams::MIN_M_KIB,
-        t: 2,
-        p: 1,
-    };
-    let mut v = Vault::new(&path, &pass, kdf)?;
-    for (name, value) in [
-        ("DATABASE_URL", &b"postgres://app:s3cr3t-pw@db:5432/app"[..]),
-        ("STRIPE_KEY", b"sk_test_4eC39HqLyjWDarjtT1zdp7dc"),
-        ("SESSION_SECRET", b"a long random string\nwith a newline"),
-    ] {
-        v.secrets.set("shop", name, SecretBytes::copy_from(value))?;
+    t.heading("`hushfs run` authorizes one command's process tree, for its lifetime.")?;
+    t.hushfs(
+        &[
+            "run",
+            "--mount",
+            "secrets",
+            "--",
+            "cat",
+            "secrets/config/database.yml",
+        ],
+        None,
+    )?;
+    let script = "set -a; . secrets/.env; echo \"connecting to $DATABASE_URL\"";
+    t.show(
+        &format!("hushfs run --mount secrets -- sh -c '{script}'"),
+        &t.exe,
+        &["run", "--mount", "secrets", "--", "sh", "-c", script],
+        None,
+    )?;
+
+    t.heading("Every decision is logged with the process that asked (values never are).")?;
+    let log = t.root.join("state/hushfs/logs");
+    let denial = std::fs::read_dir(&log)
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .and_then(|e| std::fs::read_to_string(e.path()).ok())
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.contains("\"deny\""))
+                .map(str::to_string)
+        });
+    if let Some(l) = denial {
+        t.say(&format!(
+            "     {}",
+            l.split_once("] ").map(|x| x.1).unwrap_or(&l)
+        ))?;
     }
-    {
-        let _lock = store::WriteLock::acquire(&path)?;
-        v.save()?;
-    }
-    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    say(&format!(
-        "1. Stored 3 secrets of project `shop` in {} ({size} bytes, Argon2id + XChaCha20-Poly1305).",
-        path.display()
-    ))?;
-    let raw = std::fs::read(&path).map_err(|e| Error::io("cannot read", &path, e))?;
-    let leaked = raw.windows(8).any(|w| w == b"s3cr3t-p");
-    say(&format!(
-        "2. Searching the file for a value finds {}: the file holds ciphertext only.",
-        if leaked { "IT (a bug!)" } else { "nothing" }
-    ))?;
-    let sealed = Sealed::read(&path)?;
-    let wrong = Passphrase::new(SecretBytes::copy_from(b"guess"));
-    say(&format!(
-        "3. A wrong passphrase: {}",
-        sealed
-            .unwrap_key(&wrong)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default()
-    ))?;
-    let key = sealed.unwrap_key(&pass)?;
-    let s = sealed.open(&key)?;
-    say("4. The right passphrase opens it; `hushfs ls shop` shows names and sizes, never values:")?;
-    for (n, e) in &s.project("shop").expect("just stored").secrets {
-        say(&format!("     shop/{n:<16} {:>3} bytes", e.value.len()))?;
-    }
-    say("\nNext: `hushfs init`, `hushfs set PROJECT/NAME`, `hushfs unlock`.")?;
+
+    t.heading("Unmount: the files vanish; nothing was ever written to disk in plaintext.")?;
+    t.hushfs(&["umount", "secrets"], None)?;
+    t.show("ls secrets", ls, &["secrets"], None)?;
+    t.say("\nNext: `hushfs init`, `hushfs set PROJECT/NAME`, `hushfs mount DIR -p PROJECT`, `hushfs run -- CMD`.")?;
     Ok(0)
 }
