@@ -348,3 +348,34 @@ fn a_template_naming_a_missing_secret_fails_at_mount_time() {
     assert!(msg.contains("MISSING") && msg.contains("x.tmpl"), "{msg}");
     assert!(!is_mounted(&dir));
 }
+
+#[test]
+fn access_and_xattrs_follow_the_semantics() {
+    let m = Mount::new(&[("TOKEN", b"v")]);
+    let script = r#"
+import errno, json, os, sys
+p = sys.argv[1]
+def t(f):
+    try:
+        return f()
+    except OSError as e:
+        return errno.errorcode[e.errno]
+print(json.dumps({"r": os.access(p, os.R_OK), "w": os.access(p, os.W_OK), "x": os.access(p, os.X_OK),
+  "get": t(lambda: os.getxattr(p, "user.x")), "list": t(lambda: os.listxattr(p))}))
+"#;
+    let inside = json(&m.run(&["python3", "-c", script, &m.path("TOKEN")]));
+    assert_eq!(
+        inside,
+        serde_json::json!({"r": true, "w": false, "x": false, "get": "ENODATA", "list": []})
+    );
+    let outside = json(
+        &std::process::Command::new("python3")
+            .args(["-c", script, &m.path("TOKEN")])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        outside["r"], false,
+        "access(R_OK) tells an outsider the truth"
+    );
+}

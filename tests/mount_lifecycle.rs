@@ -334,3 +334,23 @@ fn an_ordinary_user_mounts_with_fusermount3() {
     ok(as_nobody(&["umount", m], None));
     assert!(!is_mounted(&mnt));
 }
+
+#[test]
+fn sigterm_to_the_daemon_unmounts_cleanly() {
+    for sig in [nix::sys::signal::SIGTERM, nix::sys::signal::SIGINT] {
+        let m = Mount::new(&[("A", b"1")]);
+        let pid = m.daemon_pid();
+        let pidfd = hushfs::sys::pidfd::PidFd::open(pid).unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || !pidfd.is_alive()),
+            "{sig}: daemon still running"
+        );
+        assert!(!m.is_mounted(), "{sig}: still mounted");
+        assert_eq!(
+            m.status()["mounts"].as_array().unwrap().len(),
+            0,
+            "{sig}: still listed"
+        );
+    }
+}

@@ -89,6 +89,8 @@ struct Daemon {
     private: bool,
     granted_once: AtomicBool,
     auto_unmount: bool,
+    /// mlockall succeeded; otherwise file contents are locked one by one.
+    memory_locked: bool,
     log: Option<PathBuf>,
     stop: mpsc::Sender<Stop>,
     /// Written to wake the grant watcher after a change.
@@ -137,6 +139,9 @@ impl Daemon {
         })();
         match result {
             Ok(files) => {
+                if !self.memory_locked {
+                    lock_contents(&files);
+                }
                 let (inodes, entries) = self.fs.replace(files);
                 *self.problem.lock() = None;
                 self.invalidate(&inodes, &entries);
@@ -348,6 +353,20 @@ fn watch_vault(d: Arc<Daemon>) {
     }
 }
 
+/// Pins each rendered file's bytes in RAM as far as RLIMIT_MEMLOCK allows.
+fn lock_contents(files: &[Rendered]) {
+    let pinned = files
+        .iter()
+        .filter(|f| crate::sys::harden::mlock_slice(f.content.expose()))
+        .count();
+    if pinned < files.len() {
+        log::warn!(
+            "RLIMIT_MEMLOCK allowed locking {pinned} of {} files in memory; the rest may be swapped",
+            files.len()
+        );
+    }
+}
+
 fn report(ready: &mut Option<File>, msg: &str) {
     if let Some(f) = ready.as_mut() {
         let _ = f.write_all(msg.as_bytes());
@@ -370,7 +389,7 @@ pub fn serve(mut opts: ServeOpts, audit: Arc<dyn AuditSink>) -> Result<()> {
 }
 
 fn serve_inner(opts: ServeOpts, audit: Arc<dyn AuditSink>, ready: &mut Option<File>) -> Result<()> {
-    crate::sys::harden::lock_memory_if_allowed();
+    let all_locked = crate::sys::harden::lock_memory_if_allowed();
     if opts.private {
         // The `run` that started us may die by SIGKILL: take that as a stop.
         // SAFETY: PR_SET_PDEATHSIG takes a signal number only.
@@ -380,6 +399,9 @@ fn serve_inner(opts: ServeOpts, audit: Arc<dyn AuditSink>, ready: &mut Option<Fi
     let sealed = Sealed::read(&opts.vault)?;
     let vault_id = sealed.header().id_hex();
     let files = load(&opts.vault, &opts.key, &opts.project, &opts.config)?;
+    if !all_locked {
+        lock_contents(&files);
+    }
 
     // Clear what a killed daemon left; refuse a live mount or a foreign one.
     let live = registry::find(&mp).is_some();
@@ -482,6 +504,7 @@ fn serve_inner(opts: ServeOpts, audit: Arc<dyn AuditSink>, ready: &mut Option<Fi
         private: opts.private,
         granted_once: AtomicBool::new(false),
         auto_unmount,
+        memory_locked: all_locked,
         log: opts.log.clone(),
         stop: stop_tx.clone(),
         wake: wake_w,

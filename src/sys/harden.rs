@@ -28,9 +28,17 @@ pub fn is_non_dumpable() -> bool {
 }
 
 /// Locks current and future pages in memory so secrets never reach swap,
-/// when RLIMIT_MEMLOCK is unlimited (otherwise a large allocation could fail
-/// under MCL_FUTURE). Returns whether memory is now locked.
+/// when the limit allows it: RLIMIT_MEMLOCK unlimited, or root (whose
+/// CAP_IPC_LOCK ignores the limit). Otherwise a large allocation could fail
+/// under MCL_FUTURE; callers then lock the secret buffers one by one
+/// (`mlock_slice`) as far as the limit goes. Returns whether all memory is
+/// now locked.
 pub fn lock_memory_if_allowed() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // SAFETY: mlockall takes flags only.
+        return unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) == 0 };
+    }
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
