@@ -115,13 +115,11 @@ pub fn run(o: RunOpts) -> Result<i32> {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
 
     // Catch signals from the start; forward once the command exists.
-    let child: Arc<Mutex<Option<PidFd>>> = Arc::new(Mutex::new(None));
-    let pending: Arc<Mutex<Vec<i32>>> = Arc::new(Mutex::new(Vec::new()));
+    let target: Arc<Mutex<Target>> = Arc::new(Mutex::new(Target::default()));
     let mut signals = SignalsInfo::<WithOrigin>::new(FORWARD)
         .map_err(|e| Error::Other(format!("cannot handle signals: {e}")))?;
     {
-        let child = child.clone();
-        let pending = pending.clone();
+        let target = target.clone();
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
@@ -136,11 +134,12 @@ pub fn run(o: RunOpts) -> Result<i32> {
                     if !sent {
                         continue;
                     }
-                    match child.lock().as_ref() {
+                    let mut t = target.lock();
+                    match t.child.as_ref() {
                         Some(c) => {
                             let _ = c.send_signal(origin.signal);
                         }
-                        None => pending.lock().push(origin.signal),
+                        None => t.pending.push(origin.signal),
                     }
                 }
             })
@@ -217,18 +216,21 @@ pub fn run(o: RunOpts) -> Result<i32> {
             )));
         }
         cleanup.grant = r.grant;
-        spawn_and_wait(&o, &dir, &child, &pending)
+        spawn_and_wait(&o, &dir, &target)
     })();
     cleanup.run();
     result
 }
 
-fn spawn_and_wait(
-    o: &RunOpts,
-    dir: &Path,
-    child: &Arc<Mutex<Option<PidFd>>>,
-    pending: &Arc<Mutex<Vec<i32>>>,
-) -> Result<i32> {
+/// Where forwarded signals go: the command once it exists; until then they
+/// wait in `pending`. One lock over both, so none is lost in between.
+#[derive(Default)]
+struct Target {
+    child: Option<PidFd>,
+    pending: Vec<i32>,
+}
+
+fn spawn_and_wait(o: &RunOpts, dir: &Path, target: &Mutex<Target>) -> Result<i32> {
     let mut c = Command::new(&o.cmd[0]);
     c.args(&o.cmd[1..]).env("HUSHFS_DIR", dir);
     for (k, v) in &o.env {
@@ -249,10 +251,11 @@ fn spawn_and_wait(
     let pid = spawned.id();
     // Our unreaped child cannot be recycled, so this pidfd is exact.
     if let Ok(fd) = PidFd::open(pid) {
-        for s in pending.lock().drain(..) {
+        let mut t = target.lock();
+        for s in t.pending.drain(..) {
             let _ = fd.send_signal(s);
         }
-        *child.lock() = Some(fd);
+        t.child = Some(fd);
     }
     // Reap everything (adopted orphans included) until the command exits.
     loop {
