@@ -58,8 +58,11 @@ pub fn runtime_dir() -> PathBuf {
     std::env::temp_dir().join(format!("hushfs-{}", uid()))
 }
 
-/// Creates `dir` (and parents) and makes sure it is a real directory owned
-/// by us with mode 0700, so no other user can plant or read files in it.
+/// Creates `dir` (and parents) with mode 0700 and makes sure it is a real
+/// directory owned by us that no other user can enter, so nobody can plant
+/// or read files in it. An existing directory that others can reach is an
+/// error: silently tightening it could lock everyone else out of a shared
+/// directory (say, XDG_RUNTIME_DIR pointed at /tmp by mistake).
 pub fn ensure_private_dir(dir: &Path) -> Result<()> {
     if let Some(parent) = dir.parent() {
         fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
@@ -84,8 +87,31 @@ pub fn ensure_private_dir(dir: &Path) -> Result<()> {
         )));
     }
     if meta.mode() & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| Error::io("cannot restrict permissions of", dir, e))?;
+        return Err(Error::usage(format!(
+            "{} is open to other users (mode {:o}): `chmod 700` it if it is hushfs's own, or set XDG_RUNTIME_DIR / XDG_STATE_HOME elsewhere",
+            dir.display(),
+            meta.mode() & 0o777
+        )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_dir_is_created_0700_and_shared_dirs_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("a/b");
+        ensure_private_dir(&d).unwrap();
+        assert_eq!(fs::metadata(&d).unwrap().mode() & 0o777, 0o700);
+        ensure_private_dir(&d).unwrap();
+        let shared = t.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+        let e = ensure_private_dir(&shared).unwrap_err().to_string();
+        assert!(e.contains("open to other users"), "{e}");
+        assert_eq!(fs::metadata(&shared).unwrap().mode() & 0o7777, 0o1777, "left untouched");
+    }
 }
