@@ -54,7 +54,13 @@ pub struct Decision {
     pub allowed: bool,
     pub reason: &'static str,
     pub grant: Option<GrantId>,
+    /// The caller's process.
     pub subject: Option<Arc<Subject>>,
+    /// For an allowed decision: the process directly below the grant root on
+    /// the caller's ancestry path — for a `hushfs run` grant, the command run
+    /// started. `None` when the caller is the root itself. Policies that
+    /// limit which commands may read what are checked against it.
+    pub command: Option<Arc<Subject>>,
 }
 
 impl Decision {
@@ -64,6 +70,7 @@ impl Decision {
             reason,
             grant: None,
             subject: None,
+            command: None,
         }
     }
 }
@@ -167,13 +174,25 @@ impl<P: ProcSource> Authorizer<P> {
         let grants = self.grants.read().clone();
         let now = grants::now_secs();
         let (mut pid, mut st) = (tgid, first);
+        // The process one step below `pid` on the way up.
+        let mut below: Option<(u32, u64)> = None;
         for _ in 0..=MAX_DEPTH {
             if let Some(g) = grants.iter().find(|g| g.matches(pid, st.starttime, now)) {
+                let command = below.map(|(p, start)| {
+                    let (exe, cmdline) = self.proc.describe(p);
+                    Arc::new(Subject {
+                        tgid: p,
+                        starttime: start,
+                        exe,
+                        cmdline,
+                    })
+                });
                 return Decision {
                     allowed: true,
                     reason: "inside a granted process tree",
                     grant: Some(g.id),
                     subject: subject(),
+                    command,
                 };
             }
             if st.ppid == 0 || pid == 1 {
@@ -190,6 +209,7 @@ impl<P: ProcSource> Authorizer<P> {
                 Some(again) if again == st => {}
                 _ => return deny("ancestry changed while checking"),
             }
+            below = Some((pid, st.starttime));
             pid = st.ppid;
             st = parent;
         }

@@ -120,6 +120,13 @@ fn root_descendants_and_threads_allowed() {
     let d = a.decide(&caller(41));
     assert!(d.allowed);
     assert_eq!(d.subject.unwrap().tgid, 40);
+    // The command is the process just below the root (30), whoever reads.
+    assert_eq!(d.command.unwrap().tgid, 30);
+    assert_eq!(a.decide(&caller(30)).command.unwrap().tgid, 30);
+    assert!(
+        a.decide(&caller(20)).command.is_none(),
+        "the root itself has no command"
+    );
 }
 
 #[test]

@@ -112,6 +112,10 @@ mod tests {
         fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
         let e = ensure_private_dir(&shared).unwrap_err().to_string();
         assert!(e.contains("open to other users"), "{e}");
-        assert_eq!(fs::metadata(&shared).unwrap().mode() & 0o7777, 0o1777, "left untouched");
+        assert_eq!(
+            fs::metadata(&shared).unwrap().mode() & 0o7777,
+            0o1777,
+            "left untouched"
+        );
     }
 }
