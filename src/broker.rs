@@ -150,13 +150,7 @@ pub fn run(o: RunOpts) -> Result<i32> {
     let dir = match (&o.mount, &o.private) {
         (Some(m), _) => {
             let m = crate::daemon::mountpoint::absolute(m)?;
-            let e = registry::find(&m).ok_or_else(|| {
-                Error::NotFound(format!(
-                    "{} is not a live hushfs mount: `hushfs mount {} --project P` first, or drop --mount",
-                    m.display(),
-                    m.display()
-                ))
-            })?;
+            let e = registry::require(&m)?;
             cleanup = Cleanup {
                 dir: None,
                 daemon_pid: None,
@@ -176,6 +170,8 @@ pub fn run(o: RunOpts) -> Result<i32> {
                     config: p.config.as_deref(),
                     threads: 2,
                     private: true,
+                    allow_other: false,
+                    allow_root: false,
                     log: &log,
                 },
                 &p.key,

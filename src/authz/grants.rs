@@ -54,11 +54,22 @@ pub enum GrantKind {
         starttime: u64,
         root: Box<dyn Liveness>,
     },
+    /// Every process in a cgroup v2 group or below it (a container). The
+    /// anchor is the group directory's inode: a group removed and made again
+    /// under the same name is a different group.
+    Cgroup {
+        /// As on the `0::` line of /proc/PID/cgroup, e.g. `/system.slice/docker-1f2e.scope`.
+        path: String,
+        anchor: Box<dyn Liveness>,
+    },
 }
 
 pub struct Grant {
     pub id: GrantId,
     pub kind: GrantKind,
+    /// Processes of uids other than the mount owner may read through this
+    /// grant (a container's users, with `mount --allow-other`).
+    pub other_uids: bool,
     /// Human description: "run: psql -h db", "pid 4242".
     pub label: String,
     /// Unix seconds.
@@ -75,13 +86,15 @@ pub fn now_secs() -> u64 {
 }
 
 impl Grant {
-    /// True when the grant still stands: root alive, not expired.
+    /// True when the grant still stands: root alive (or cgroup still the
+    /// same group), not expired.
     pub fn live(&self, now: u64) -> bool {
         if self.expires.is_some_and(|t| now >= t) {
             return false;
         }
         match &self.kind {
             GrantKind::Tree { root, .. } => root.alive(),
+            GrantKind::Cgroup { anchor, .. } => anchor.alive(),
         }
     }
 
@@ -93,12 +106,32 @@ impl Grant {
                 starttime: s,
                 ..
             } => *p == pid && *s == starttime && self.live(now),
+            GrantKind::Cgroup { .. } => false,
         }
+    }
+
+    /// Does a process in cgroup `cg` fall under this grant (the group itself
+    /// or one below it)?
+    pub fn matches_cgroup(&self, cg: &str, now: u64) -> bool {
+        match &self.kind {
+            GrantKind::Cgroup { path, .. } => {
+                let under = cg == path
+                    || (cg.starts_with(path.as_str())
+                        && cg.as_bytes().get(path.len()) == Some(&b'/'));
+                under && self.live(now)
+            }
+            GrantKind::Tree { .. } => false,
+        }
+    }
+
+    pub fn is_cgroup(&self) -> bool {
+        matches!(self.kind, GrantKind::Cgroup { .. })
     }
 
     pub fn watch_fd(&self) -> Option<RawFd> {
         match &self.kind {
             GrantKind::Tree { root, .. } => root.fd(),
+            GrantKind::Cgroup { anchor, .. } => anchor.fd(),
         }
     }
 
@@ -109,11 +142,21 @@ impl Grant {
                 "tree",
                 format!("process {pid} (start {starttime}) and its descendants"),
             ),
+            GrantKind::Cgroup { path, .. } => {
+                ("cgroup", format!("every process in cgroup {path} or below"))
+            }
+        };
+        let (pid, cgroup) = match &self.kind {
+            GrantKind::Tree { pid, .. } => (Some(*pid), None),
+            GrantKind::Cgroup { path, .. } => (None, Some(path.clone())),
         };
         GrantInfo {
             id: self.id,
             kind: kind.to_string(),
             matches,
+            pid,
+            cgroup,
+            other_uids: self.other_uids,
             label: self.label.clone(),
             created: self.created,
             expires: self.expires,
@@ -126,6 +169,15 @@ pub struct GrantInfo {
     pub id: GrantId,
     pub kind: String,
     pub matches: String,
+    /// The root process of a tree grant.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// The group of a cgroup grant.
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    /// Admits processes of other uids (container grants on --allow-other mounts).
+    #[serde(default)]
+    pub other_uids: bool,
     pub label: String,
     pub created: u64,
     pub expires: Option<u64>,

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 
 pub use grants::{Grant, GrantId, GrantInfo, GrantKind, Liveness};
+pub use proc::CgroupAnchor;
 pub use proc::{ProcFs, ProcSource, ProcStat};
 
 /// Parents followed at most.
@@ -77,13 +78,40 @@ impl Decision {
 
 struct Cached<A> {
     anchor: A,
+    /// A thread may change uid (setuid): a decision holds for one uid.
+    uid: u32,
     epoch: u64,
     expires: Instant,
     decision: Decision,
 }
 
+/// Which uids may reach the mount at all.
+#[derive(Clone, Copy, Debug)]
+pub struct UidRules {
+    pub owner: u32,
+    /// `mount --allow-root`: root counts as the owner.
+    pub allow_root: bool,
+    /// `mount --allow-other`: other uids may list the mount (root, for bind
+    /// mounts) and read through container (pid/cgroup) grants.
+    pub allow_other: bool,
+}
+
+impl UidRules {
+    pub fn owner_only(owner: u32) -> Self {
+        UidRules {
+            owner,
+            allow_root: false,
+            allow_other: false,
+        }
+    }
+
+    fn owner_like(&self, uid: u32) -> bool {
+        uid == self.owner || (uid == 0 && self.allow_root)
+    }
+}
+
 pub struct Authorizer<P: ProcSource = ProcFs> {
-    owner_uid: u32,
+    uids: UidRules,
     proc: P,
     grants: RwLock<Vec<Arc<Grant>>>,
     next_id: AtomicU64,
@@ -94,8 +122,12 @@ pub struct Authorizer<P: ProcSource = ProcFs> {
 
 impl<P: ProcSource> Authorizer<P> {
     pub fn new(owner_uid: u32, proc: P) -> Self {
+        Self::with_uids(UidRules::owner_only(owner_uid), proc)
+    }
+
+    pub fn with_uids(uids: UidRules, proc: P) -> Self {
         Authorizer {
-            owner_uid,
+            uids,
             proc,
             grants: RwLock::new(Vec::new()),
             next_id: AtomicU64::new(1),
@@ -108,6 +140,20 @@ impl<P: ProcSource> Authorizer<P> {
         &self.proc
     }
 
+    pub fn uids(&self) -> UidRules {
+        self.uids
+    }
+
+    /// May this caller see names and sizes? The owner (and root with
+    /// --allow-root) always; on an --allow-other mount also root (a
+    /// container runtime bind-mounting it) and processes a grant admits.
+    pub fn may_list(&self, c: &Caller) -> bool {
+        if self.uids.owner_like(c.uid) {
+            return true;
+        }
+        self.uids.allow_other && (c.uid == 0 || self.decide(c).allowed)
+    }
+
     /// Decides for one request.
     pub fn decide(&self, c: &Caller) -> Decision {
         if c.pid == 0 {
@@ -115,13 +161,15 @@ impl<P: ProcSource> Authorizer<P> {
                 "pid 0 (caller outside the daemon's pid namespace, or a release)",
             );
         }
-        if c.uid != self.owner_uid {
+        let owner_like = self.uids.owner_like(c.uid);
+        if !owner_like && !self.uids.allow_other {
             return Decision::deny("uid is not the mount owner");
         }
         let epoch = self.epoch.load(Ordering::Acquire);
         let now = Instant::now();
         if let Some(e) = self.cache.lock().get(&c.pid)
             && e.epoch == epoch
+            && e.uid == c.uid
             && e.expires > now
             && self.proc.alive(&e.anchor)
         {
@@ -130,7 +178,23 @@ impl<P: ProcSource> Authorizer<P> {
         let Some(anchor) = self.proc.anchor(c.pid) else {
             return Decision::deny("process gone");
         };
-        let d = self.walk(c.pid, &anchor);
+        let mut d = self.walk(c.pid, &anchor);
+        if d.allowed && !owner_like {
+            let admits = d
+                .grant
+                .and_then(|id| {
+                    self.grants
+                        .read()
+                        .iter()
+                        .find(|g| g.id == id)
+                        .map(|g| g.other_uids)
+                })
+                .unwrap_or(false);
+            if !admits {
+                d.allowed = false;
+                d.reason = "another uid may read only through a pid or cgroup grant";
+            }
+        }
         // Cache only if the thread is still the one we examined and no grant
         // changed meanwhile.
         if self.proc.alive(&anchor) && self.epoch.load(Ordering::Acquire) == epoch {
@@ -142,6 +206,7 @@ impl<P: ProcSource> Authorizer<P> {
                 c.pid,
                 Cached {
                     anchor,
+                    uid: c.uid,
                     epoch,
                     expires: now + CACHE_TTL,
                     decision: d.clone(),
@@ -173,6 +238,19 @@ impl<P: ProcSource> Authorizer<P> {
         };
         let grants = self.grants.read().clone();
         let now = grants::now_secs();
+        // Container grants: the process's own cgroup (children inherit it).
+        if grants.iter().any(|g| g.is_cgroup())
+            && let Some(cg) = self.proc.cgroup(tgid)
+            && let Some(g) = grants.iter().find(|g| g.matches_cgroup(&cg, now))
+        {
+            return Decision {
+                allowed: true,
+                reason: "inside a granted cgroup",
+                grant: Some(g.id),
+                subject: subject(),
+                command: None,
+            };
+        }
         let (mut pid, mut st) = (tgid, first);
         // The process one step below `pid` on the way up.
         let mut below: Option<(u32, u64)> = None;
@@ -221,12 +299,25 @@ impl<P: ProcSource> Authorizer<P> {
         self.cache.lock().clear();
     }
 
-    /// Adds a grant; returns its id.
+    /// Adds a grant for the owner's processes; returns its id.
     pub fn add(&self, kind: GrantKind, label: String, ttl: Option<Duration>) -> GrantId {
+        self.add_grant(kind, label, ttl, false)
+    }
+
+    /// Adds a grant; `other_uids` lets processes of other uids read through
+    /// it (container grants on an --allow-other mount).
+    pub fn add_grant(
+        &self,
+        kind: GrantKind,
+        label: String,
+        ttl: Option<Duration>,
+        other_uids: bool,
+    ) -> GrantId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let created = grants::now_secs();
         let g = Grant {
             id,
+            other_uids,
             kind,
             label,
             created,

@@ -39,6 +39,52 @@ pub trait ProcSource: Send + Sync + 'static {
     fn stat(&self, pid: u32) -> Option<ProcStat>;
     /// Executable path and command line, for the audit log.
     fn describe(&self, pid: u32) -> (Option<String>, Option<String>);
+    /// The process's cgroup v2 path (the `0::` line of /proc/PID/cgroup).
+    fn cgroup(&self, pid: u32) -> Option<String>;
+}
+
+/// The cgroup v2 path from the contents of /proc/PID/cgroup.
+pub fn parse_cgroup(b: &[u8]) -> Option<String> {
+    let s = std::str::from_utf8(b).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|p| p.trim_end().to_string())
+}
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or
+/// `/sys/fs/cgroup/unified` on hybrid systems).
+pub fn cgroup2_root() -> Option<std::path::PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let sep = f.iter().position(|x| *x == "-")?;
+        (f.get(sep + 1) == Some(&"cgroup2")).then(|| std::path::PathBuf::from(f[4]))
+    })
+}
+
+/// A cgroup grant's anchor: the group's directory and its inode when the
+/// grant was made. Gone or replaced means the grant is void.
+pub struct CgroupAnchor {
+    pub dir: std::path::PathBuf,
+    pub ino: u64,
+}
+
+impl CgroupAnchor {
+    pub fn new(dir: std::path::PathBuf) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&dir)?;
+        if !m.is_dir() {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOTDIR));
+        }
+        Ok(CgroupAnchor { ino: m.ino(), dir })
+    }
+}
+
+impl super::Liveness for CgroupAnchor {
+    fn alive(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&self.dir).is_ok_and(|m| m.ino() == self.ino)
+    }
 }
 
 /// The real thing: pidfds and /proc.
@@ -94,6 +140,10 @@ impl ProcSource for ProcFs {
         });
         (exe, cmdline)
     }
+
+    fn cgroup(&self, pid: u32) -> Option<String> {
+        parse_cgroup(&std::fs::read(format!("/proc/{pid}/cgroup")).ok()?)
+    }
 }
 
 impl<T: ProcSource> ProcSource for Arc<T> {
@@ -112,6 +162,9 @@ impl<T: ProcSource> ProcSource for Arc<T> {
     }
     fn describe(&self, pid: u32) -> (Option<String>, Option<String>) {
         (**self).describe(pid)
+    }
+    fn cgroup(&self, pid: u32) -> Option<String> {
+        (**self).cgroup(pid)
     }
 }
 
@@ -161,6 +214,15 @@ mod tests {
                 starttime: 5
             })
         );
+    }
+
+    #[test]
+    fn cgroup_lines() {
+        assert_eq!(
+            parse_cgroup(b"12:pids:/x\n0::/system.slice/docker-1.scope\n").as_deref(),
+            Some("/system.slice/docker-1.scope")
+        );
+        assert_eq!(parse_cgroup(b"1:name=systemd:/\n"), None);
     }
 
     #[test]

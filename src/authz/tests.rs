@@ -16,6 +16,7 @@ struct FakeProcs {
     threads: Mutex<HashMap<u32, u32>>,
     /// Per-tid identity generation: bumping it kills old anchors.
     gens: Mutex<HashMap<u32, Arc<AtomicU64>>>,
+    cgroups: Mutex<HashMap<u32, String>>,
     stat_reads: AtomicU64,
 }
 
@@ -74,6 +75,15 @@ impl ProcSource for Arc<FakeProcs> {
     }
     fn describe(&self, _pid: u32) -> (Option<String>, Option<String>) {
         (Some("/bin/fake".into()), Some("fake --arg".into()))
+    }
+    fn cgroup(&self, pid: u32) -> Option<String> {
+        Some(
+            self.cgroups
+                .lock()
+                .get(&pid)
+                .cloned()
+                .unwrap_or_else(|| "/user.slice".into()),
+        )
     }
 }
 
@@ -264,4 +274,137 @@ fn expiry() {
     assert!(!a.decide(&caller(21)).allowed);
     let reaped = a.reap();
     assert_eq!(reaped[0].id, g);
+}
+
+fn cgroup_grant(
+    a: &Authorizer<Arc<FakeProcs>>,
+    path: &str,
+    other_uids: bool,
+) -> (GrantId, Arc<Flag>) {
+    let flag = Arc::new(Flag(AtomicBool::new(true)));
+    let id = a.add_grant(
+        GrantKind::Cgroup {
+            path: path.into(),
+            anchor: Box::new(flag.clone()),
+        },
+        "container".into(),
+        None,
+        other_uids,
+    );
+    (id, flag)
+}
+
+#[test]
+fn cgroup_grants_admit_the_group_and_below_only() {
+    let (p, a, _) = setup();
+    p.spawn(60, 1, 600);
+    p.spawn(61, 1, 610);
+    p.spawn(62, 1, 620);
+    p.cgroups
+        .lock()
+        .insert(60, "/system.slice/docker-ab.scope".into());
+    p.cgroups
+        .lock()
+        .insert(61, "/system.slice/docker-ab.scope/init".into());
+    p.cgroups
+        .lock()
+        .insert(62, "/system.slice/docker-abc.scope".into());
+    let (id, flag) = cgroup_grant(&a, "/system.slice/docker-ab.scope", false);
+    assert!(a.decide(&caller(60)).allowed);
+    assert!(a.decide(&caller(61)).allowed, "a sub-group is inside");
+    assert!(
+        !a.decide(&caller(62)).allowed,
+        "a sibling with a longer name is not"
+    );
+    assert!(!a.decide(&caller(10)).allowed);
+    // The group was removed (or replaced): the grant is void at once.
+    flag.0.store(false, Ordering::Release);
+    a.changed();
+    assert!(!a.decide(&caller(60)).allowed);
+    assert!(a.revoke(id));
+}
+
+#[test]
+fn other_uids_only_through_container_grants_when_allowed() {
+    let p = Arc::new(FakeProcs::default());
+    p.spawn(1, 0, 1);
+    p.spawn(20, 1, 200);
+    p.spawn(30, 20, 300);
+    p.spawn(60, 1, 600);
+    p.cgroups.lock().insert(60, "/c1".into());
+    let other = |pid| Caller {
+        pid,
+        uid: 999,
+        gid: 999,
+    };
+    // Owner-only mount: another uid gets nothing, whatever the grants.
+    let strict = Authorizer::new(OWNER, p.clone());
+    cgroup_grant(&strict, "/c1", true);
+    assert!(!strict.decide(&other(60)).allowed);
+    assert!(!strict.may_list(&other(60)));
+
+    let rules = UidRules {
+        owner: OWNER,
+        allow_root: false,
+        allow_other: true,
+    };
+    let a = Authorizer::with_uids(rules, p.clone());
+    a.add(
+        GrantKind::Tree {
+            pid: 20,
+            starttime: 200,
+            root: Box::new(Arc::new(Flag(AtomicBool::new(true)))),
+        },
+        "run".into(),
+        None,
+    );
+    // A run grant is for the owner's processes: uid 999 below it is refused.
+    let d = a.decide(&other(30));
+    assert!(!d.allowed);
+    assert!(d.reason.contains("pid or cgroup grant"));
+    assert!(a.decide(&caller(30)).allowed, "the owner still reads");
+    // A container grant admits its other-uid processes.
+    assert!(!a.decide(&other(60)).allowed);
+    cgroup_grant(&a, "/c1", true);
+    assert!(a.decide(&other(60)).allowed);
+    assert!(a.may_list(&other(60)));
+    // Root may list (a runtime bind-mounting the directory) but not read.
+    let root = Caller {
+        pid: 10,
+        uid: 0,
+        gid: 0,
+    };
+    assert!(a.may_list(&root));
+    assert!(!a.decide(&root).allowed);
+    // A thread that changes uid does not keep a cached decision.
+    assert!(a.decide(&caller(30)).allowed);
+    assert!(!a.decide(&other(30)).allowed);
+}
+
+#[test]
+fn allow_root_makes_root_owner_like() {
+    let (p, _, _) = setup();
+    let rules = UidRules {
+        owner: OWNER,
+        allow_root: true,
+        allow_other: false,
+    };
+    let a = Authorizer::with_uids(rules, p.clone());
+    a.add(
+        GrantKind::Tree {
+            pid: 20,
+            starttime: 200,
+            root: Box::new(Arc::new(Flag(AtomicBool::new(true)))),
+        },
+        "run".into(),
+        None,
+    );
+    let root = |pid| Caller {
+        pid,
+        uid: 0,
+        gid: 0,
+    };
+    assert!(a.may_list(&root(10)));
+    assert!(!a.decide(&root(10)).allowed, "still needs a grant to read");
+    assert!(a.decide(&root(30)).allowed);
 }

@@ -2,6 +2,7 @@
 //! Each command turns raw arguments into calls on the library and returns
 //! an exit code; `main.rs` only parses and maps errors to exit codes.
 
+mod allow;
 mod demo;
 pub mod mount;
 mod run;
@@ -72,6 +73,10 @@ pub enum Command {
     Umount(mount::UmountArgs),
     /// Run a command whose process tree may read the project's files
     Run(run::RunArgs),
+    /// Grant a process tree or a cgroup (a container) that run did not start
+    Allow(allow::AllowArgs),
+    /// Remove grants from a mount
+    Revoke(allow::RevokeArgs),
     /// A guided tour on a throwaway vault
     Demo,
     /// The mount daemon (started by `mount` and `run`)
@@ -110,6 +115,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Mount(a) => mount::mount(&ctx, a),
         Command::Umount(a) => mount::umount(&ctx, a),
         Command::Run(a) => run::run(&ctx, a),
+        Command::Allow(a) => allow::allow(&ctx, a),
+        Command::Revoke(a) => allow::revoke(&ctx, a),
         Command::Demo => demo::demo(),
         Command::Serve(a) => mount::serve(a),
     }

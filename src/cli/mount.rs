@@ -26,6 +26,14 @@ pub struct MountArgs {
     /// Stay attached and log to stderr
     #[arg(long)]
     pub foreground: bool,
+    /// Let other users reach DIR: a container runtime bind-mounting it, and
+    /// container processes of other uids through `hushfs allow` grants
+    /// (ordinary users need `user_allow_other` in /etc/fuse.conf)
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Treat root like the mount owner (it still needs a grant to read)
+    #[arg(long)]
+    pub allow_root: bool,
     /// FUSE worker threads (at least 2)
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(2..=64))]
     pub threads: u16,
@@ -51,6 +59,10 @@ pub struct ServeArgs {
     pub threads: usize,
     #[arg(long)]
     pub private: bool,
+    #[arg(long)]
+    pub allow_other: bool,
+    #[arg(long)]
+    pub allow_root: bool,
     #[arg(long)]
     pub log: Option<PathBuf>,
 }
@@ -97,6 +109,12 @@ pub fn mount(ctx: &Ctx, a: MountArgs) -> Result<i32> {
             dir.display()
         )));
     }
+    if (a.allow_other || a.allow_root) && !mountpoint::is_root() && !mountpoint::user_allow_other()
+    {
+        return Err(Error::usage(
+            "--allow-other and --allow-root need `user_allow_other` in /etc/fuse.conf for ordinary users: add that line (as root) and mount again",
+        ));
+    }
     let vault = unlock::open(&ctx.vault, &ctx.keys)?;
     // Render once here so a bad template or a missing secret is reported
     // by this command, not in a log file.
@@ -113,6 +131,8 @@ pub fn mount(ctx: &Ctx, a: MountArgs) -> Result<i32> {
                 key: vault.key().clone(),
                 threads,
                 private: false,
+                allow_other: a.allow_other,
+                allow_root: a.allow_root,
                 ready: None,
                 log: None,
             },
@@ -129,6 +149,8 @@ pub fn mount(ctx: &Ctx, a: MountArgs) -> Result<i32> {
             config: config_path.as_deref(),
             threads,
             private: false,
+            allow_other: a.allow_other,
+            allow_root: a.allow_root,
             log: &log,
         },
         vault.key(),
@@ -213,6 +235,8 @@ pub fn serve(a: ServeArgs) -> Result<i32> {
             key,
             threads: a.threads,
             private: a.private,
+            allow_other: a.allow_other,
+            allow_root: a.allow_root,
             ready,
             log: a.log,
         },

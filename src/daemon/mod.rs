@@ -24,7 +24,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::audit::{AuditSink, Event};
-use crate::authz::{Authorizer, GrantKind, ProcFs, ProcSource};
+use crate::authz::{Authorizer, CgroupAnchor, GrantKind, ProcFs, ProcSource, UidRules};
 use crate::error::{Error, Result};
 use crate::fs::SecretFs;
 use crate::render::{self, Config, Rendered};
@@ -43,6 +43,11 @@ pub struct ServeOpts {
     pub threads: usize,
     /// A `hushfs run` mount: exit once its grants are gone (or its parent).
     pub private: bool,
+    /// `--allow-other`: other uids may reach the mount and read through
+    /// container (pid/cgroup) grants.
+    pub allow_other: bool,
+    /// `--allow-root`: root counts as the owner.
+    pub allow_root: bool,
     /// Where readiness ("ok") or the startup error is reported.
     pub ready: Option<File>,
     pub log: Option<PathBuf>,
@@ -197,6 +202,8 @@ impl Daemon {
             open_handles: self.fs.open_handles(),
             grants: self.authz.list(),
             auto_unmount: self.auto_unmount,
+            allow_other: self.authz.uids().allow_other,
+            allow_root: self.authz.uids().allow_root,
             private: self.private,
             log: self.log.as_ref().map(|p| p.display().to_string()),
         }
@@ -227,23 +234,122 @@ impl Daemon {
             label.clone(),
             None,
         );
+        self.granted(peer, id, &label);
+        Response {
+            grant: Some(id),
+            ..Response::ok()
+        }
+    }
+
+    fn granted(&self, peer: control::Peer, id: u64, label: &str) {
         self.granted_once.store(true, Ordering::Release);
         self.wake_watcher();
         let (exe, cmdline) = ProcFs.describe(peer.pid);
         let _ = self.audit.record(Event {
             pid: Some(peer.pid),
-            tgid: Some(peer.pid),
-            start_time: Some(st.starttime),
             uid: Some(peer.uid),
             exe,
             cmdline,
             grant: Some(id.to_string()),
-            reason: Some(label.clone()),
+            reason: Some(label.to_string()),
             ..self.event("grant")
         });
-        log::info!("grant {id}: {label} (pid {})", peer.pid);
+        log::info!("grant {id}: {label} (asked by pid {})", peer.pid);
+    }
+
+    /// `hushfs allow DIR --pid PID`: a tree that run did not start, such as
+    /// a container's init. The pidfd is opened here, so the grant is
+    /// anchored to the process that exists now.
+    fn grant_pid(&self, peer: control::Peer, pid: u32, ttl: Option<u64>) -> Response {
+        let pidfd = match PidFd::open(pid) {
+            Ok(p) => p,
+            Err(e) => return Response::err(format!("no process {pid}: {e}")),
+        };
+        let Some(st) = ProcFs.stat(pid) else {
+            return Response::err(format!("no process {pid}"));
+        };
+        if !pidfd.is_alive() {
+            return Response::err(format!("process {pid} exited"));
+        }
+        let (exe, _) = ProcFs.describe(pid);
+        let label = format!("pid {pid} ({})", exe.as_deref().unwrap_or("?"));
+        let id = self.authz.add_grant(
+            GrantKind::Tree {
+                pid,
+                starttime: st.starttime,
+                root: Box::new(pidfd),
+            },
+            label.clone(),
+            ttl.map(Duration::from_secs),
+            self.authz.uids().allow_other,
+        );
+        self.granted(peer, id, &label);
         Response {
             grant: Some(id),
+            ..Response::ok()
+        }
+    }
+
+    /// `hushfs allow DIR --cgroup PATH`: every process in a container's
+    /// cgroup. A group the requester can write into is refused unless asked
+    /// for: any of its processes could move itself in.
+    fn grant_cgroup(
+        &self,
+        peer: control::Peer,
+        path: &str,
+        ttl: Option<u64>,
+        allow_writable: bool,
+    ) -> Response {
+        if !path.starts_with('/')
+            || path.split('/').any(|c| c == ".." || c == ".")
+            || path.contains('\0')
+        {
+            return Response::err(format!(
+                "{path:?} is not a cgroup path: give it as on the 0:: line of /proc/PID/cgroup, e.g. /system.slice/docker-ID.scope"
+            ));
+        }
+        let Some(root) = crate::authz::proc::cgroup2_root() else {
+            return Response::err("no cgroup v2 hierarchy is mounted");
+        };
+        let dir = root.join(path.trim_start_matches('/'));
+        let anchor = match CgroupAnchor::new(dir.clone()) {
+            Ok(a) => a,
+            Err(e) => return Response::err(format!("no cgroup {path} ({}): {e}", dir.display())),
+        };
+        let procs = dir.join("cgroup.procs");
+        let writable = nix::unistd::access(&procs, nix::unistd::AccessFlags::W_OK).is_ok();
+        let mut warning = None;
+        if writable {
+            if peer.uid == 0 {
+                warning = Some(format!(
+                    "root can move any process into {path}; grant only groups no untrusted root process writes to"
+                ));
+            } else if !allow_writable {
+                return Response::err(format!(
+                    "cgroup {path} is writable by uid {}: any of your processes could move itself in and read; grant a group owned by root (the container runtime's), or pass --allow-writable-cgroup",
+                    peer.uid
+                ));
+            } else {
+                warning = Some(format!(
+                    "cgroup {path} is writable by uid {}: any of your processes can join it and read",
+                    peer.uid
+                ));
+            }
+        }
+        let label = format!("cgroup {path}");
+        let id = self.authz.add_grant(
+            GrantKind::Cgroup {
+                path: path.to_string(),
+                anchor: Box::new(anchor),
+            },
+            label.clone(),
+            ttl.map(Duration::from_secs),
+            self.authz.uids().allow_other,
+        );
+        self.granted(peer, id, &label);
+        Response {
+            grant: Some(id),
+            warning,
             ..Response::ok()
         }
     }
@@ -255,6 +361,12 @@ impl Daemon {
                 ..Response::ok()
             },
             Request::GrantSelf { label } => self.grant_self(peer, label, fds),
+            Request::GrantPid { pid, ttl_secs } => self.grant_pid(peer, pid, ttl_secs),
+            Request::GrantCgroup {
+                path,
+                ttl_secs,
+                allow_writable,
+            } => self.grant_cgroup(peer, &path, ttl_secs, allow_writable),
             Request::Revoke { grant } => {
                 if self.authz.revoke(grant) {
                     self.wake_watcher();
@@ -431,7 +543,12 @@ fn serve_inner(opts: ServeOpts, audit: Arc<dyn AuditSink>, ready: &mut Option<Fi
 
     // SAFETY: getuid/getgid have no preconditions.
     let owner = unsafe { (libc::getuid(), libc::getgid()) };
-    let authz = Arc::new(Authorizer::new(owner.0, ProcFs));
+    let uids = UidRules {
+        owner: owner.0,
+        allow_root: opts.allow_root,
+        allow_other: opts.allow_other,
+    };
+    let authz = Arc::new(Authorizer::with_uids(uids, ProcFs));
     let fs = Arc::new(SecretFs::new(
         owner,
         &opts.project,
@@ -457,6 +574,12 @@ fn serve_inner(opts: ServeOpts, audit: Arc<dyn AuditSink>, ready: &mut Option<Fi
     let mut cfg = fuser::Config::default();
     if auto_unmount {
         mount_options.push(fuser::MountOption::AutoUnmount);
+        cfg.acl = fuser::SessionACL::RootAndOwner;
+    }
+    if opts.allow_other {
+        // fuser would filter other uids itself; fs decides instead.
+        cfg.acl = fuser::SessionACL::All;
+    } else if opts.allow_root {
         cfg.acl = fuser::SessionACL::RootAndOwner;
     }
     cfg.mount_options = mount_options;

@@ -16,6 +16,23 @@ pub enum Request {
     /// Grant the sender's own process tree. The message carries a pidfd of
     /// the sender, which must be the socket peer.
     GrantSelf { label: String },
+    /// Grant an existing process tree (a container's init). The daemon
+    /// opens the pidfd itself.
+    GrantPid {
+        pid: u32,
+        #[serde(default)]
+        ttl_secs: Option<u64>,
+    },
+    /// Grant every process in a cgroup v2 group (as on the `0::` line of
+    /// /proc/PID/cgroup) or below it.
+    GrantCgroup {
+        path: String,
+        #[serde(default)]
+        ttl_secs: Option<u64>,
+        /// Accept a group the requester could move its own processes into.
+        #[serde(default)]
+        allow_writable: bool,
+    },
     /// Remove a grant.
     Revoke { grant: u64 },
     /// Drop every decrypted value; deny until reload with a key.
@@ -40,6 +57,9 @@ pub struct Response {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant: Option<u64>,
+    /// Something the user should know although the request succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<MountStatus>,
 }
@@ -76,6 +96,12 @@ pub struct MountStatus {
     pub open_handles: usize,
     pub grants: Vec<GrantInfo>,
     pub auto_unmount: bool,
+    /// Other uids may reach the mount (container grants).
+    #[serde(default)]
+    pub allow_other: bool,
+    /// Root counts as the owner.
+    #[serde(default)]
+    pub allow_root: bool,
     /// A `hushfs run` private mount.
     pub private: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]

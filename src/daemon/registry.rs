@@ -104,3 +104,15 @@ pub fn list() -> Vec<Entry> {
     out.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
     out
 }
+
+/// The live mount at `dir` (any path form), or a clear error.
+pub fn require(dir: &Path) -> Result<Entry> {
+    let abs = super::mountpoint::absolute(dir)?;
+    find(&abs).ok_or_else(|| {
+        Error::NotFound(format!(
+            "{} is not a live hushfs mount: `hushfs mount {} --project P` first",
+            abs.display(),
+            abs.display()
+        ))
+    })
+}

@@ -27,6 +27,8 @@ pub struct Spawn<'a> {
     pub config: Option<&'a Path>,
     pub threads: usize,
     pub private: bool,
+    pub allow_other: bool,
+    pub allow_root: bool,
     pub log: &'a Path,
 }
 
@@ -65,8 +67,14 @@ pub fn spawn(s: &Spawn, key: &Key32) -> Result<u32> {
     if let Some(cfg) = s.config {
         c.arg("--config").arg(cfg);
     }
-    if s.private {
-        c.arg("--private");
+    for (on, flag) in [
+        (s.private, "--private"),
+        (s.allow_other, "--allow-other"),
+        (s.allow_root, "--allow-root"),
+    ] {
+        if on {
+            c.arg(flag);
+        }
     }
     c.stdin(Stdio::null())
         .stdout(

@@ -129,10 +129,13 @@ impl<P: ProcSource> SecretFs<P> {
         self.tree.read().clone()
     }
 
-    /// Metadata (names, sizes, listings) is for the mount owner only; the
-    /// kernel already enforces that unless allow_other is set.
+    /// Who may see names, sizes and listings.
     fn may_see(&self, c: &Caller) -> Result<(), FsError> {
-        if c.uid == self.owner_uid {
+        // The owner; with --allow-root also root; with --allow-other also
+        // root and processes a container grant admits. The kernel enforces
+        // owner-only without allow_other, but auto-unmount turns it on, so
+        // this runs on every operation.
+        if c.uid == self.owner_uid || self.authz.may_list(c) {
             Ok(())
         } else {
             Err(FsError::Denied)
