@@ -216,7 +216,7 @@ mod tests {
 
     #[test]
     fn read_limited_rejects_oversize() {
-        let data = vec![7u8; 100];
+        let data = [7u8; 100];
         assert!(SecretBuf::read_limited(&mut &data[..], 99).is_err());
         assert_eq!(
             SecretBuf::read_limited(&mut &data[..], 100).unwrap().len(),

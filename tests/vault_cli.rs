@@ -10,12 +10,26 @@ fn set_ls_rm_round_trip() {
     e.set("app/DB_PASSWORD", b"hunter2\n");
     let o = e.run_stdin(&["set", "app/API_KEY"], b"k-123\n");
     assert!(o.status.success());
-    assert_eq!(e.value("app", "DB_PASSWORD").unwrap(), b"hunter2\n", "--raw keeps the newline");
-    assert_eq!(e.value("app", "API_KEY").unwrap(), b"k-123", "one trailing newline stripped");
+    assert_eq!(
+        e.value("app", "DB_PASSWORD").unwrap(),
+        b"hunter2\n",
+        "--raw keeps the newline"
+    );
+    assert_eq!(
+        e.value("app", "API_KEY").unwrap(),
+        b"k-123",
+        "one trailing newline stripped"
+    );
 
     let ls = e.ok(&["ls"]);
-    assert!(ls.contains("app/API_KEY") && ls.contains("app/DB_PASSWORD"), "{ls}");
-    assert!(!ls.contains("hunter2") && !ls.contains("k-123"), "ls shows values: {ls}");
+    assert!(
+        ls.contains("app/API_KEY") && ls.contains("app/DB_PASSWORD"),
+        "{ls}"
+    );
+    assert!(
+        !ls.contains("hunter2") && !ls.contains("k-123"),
+        "ls shows values: {ls}"
+    );
 
     let json: serde_json::Value = serde_json::from_str(&e.ok(&["ls", "app", "--json"])).unwrap();
     let rows = json.as_array().unwrap();
@@ -66,10 +80,23 @@ fn binary_values_and_the_one_mib_limit() {
 fn bad_names_are_rejected_with_the_rule() {
     let e = Env::new();
     let long = format!("p/{}", "a".repeat(129));
-    for bad in ["NOPROJECT", "p/a/b", "p/.env", "p/..", "../x/y", "p/", "/x", "p/a b", long.as_str()] {
+    for bad in [
+        "NOPROJECT",
+        "p/a/b",
+        "p/.env",
+        "p/..",
+        "../x/y",
+        "p/",
+        "/x",
+        "p/a b",
+        long.as_str(),
+    ] {
         let o = e.run_stdin(&["set", bad], b"v");
         let msg = assert_clean_failure(&o, 2, &[]);
-        assert!(msg.contains("PROJECT/NAME") || msg.contains("A-Z a-z 0-9"), "{bad}: {msg}");
+        assert!(
+            msg.contains("PROJECT/NAME") || msg.contains("A-Z a-z 0-9"),
+            "{bad}: {msg}"
+        );
     }
     assert_eq!(e.secrets().count(), 0);
 }
@@ -134,7 +161,10 @@ fn import_errors_do_not_echo_values() {
     std::fs::write(&file, "GOOD=1\nBROKEN=\"unterminated sekrit-value\n").unwrap();
     let o = e.run(&["import", "app", file.to_str().unwrap()]);
     assert_clean_failure(&o, 2, &[b"sekrit-value"]);
-    assert!(e.value("app", "GOOD").is_none(), "a failed import stores nothing");
+    assert!(
+        e.value("app", "GOOD").is_none(),
+        "a failed import stores nothing"
+    );
 }
 
 #[test]
@@ -142,22 +172,48 @@ fn errors_say_what_to_do() {
     let e = Env::empty();
     let o = e.run(&["ls"]);
     let msg = assert_clean_failure(&o, 1, &[]);
-    assert!(msg.contains("no vault at") && msg.contains("hushfs init"), "{msg}");
+    assert!(
+        msg.contains("no vault at") && msg.contains("hushfs init"),
+        "{msg}"
+    );
 
     let e = Env::new();
-    let o = e.run(&["init", "--kdf-memory", "19", "--kdf-time", "2", "--kdf-parallelism", "1"]);
+    let o = e.run(&[
+        "init",
+        "--kdf-memory",
+        "19",
+        "--kdf-time",
+        "2",
+        "--kdf-parallelism",
+        "1",
+    ]);
     assert_clean_failure(&o, 2, &[]);
 
-    let o = e.cmd(&["ls"]).env_remove("HUSHFS_PASSPHRASE_FILE").output().unwrap();
+    let o = e
+        .cmd(&["ls"])
+        .env_remove("HUSHFS_PASSPHRASE_FILE")
+        .output()
+        .unwrap();
     let msg = assert_clean_failure(&o, 1, &[]);
-    assert!(msg.contains("vault is locked: run `hushfs unlock`"), "{msg}");
+    assert!(
+        msg.contains("vault is locked: run `hushfs unlock`"),
+        "{msg}"
+    );
 
     std::fs::write(e.path("wrong"), "not it").unwrap();
-    let o = e.cmd(&["ls"]).env("HUSHFS_PASSPHRASE_FILE", e.path("wrong")).output().unwrap();
+    let o = e
+        .cmd(&["ls"])
+        .env("HUSHFS_PASSPHRASE_FILE", e.path("wrong"))
+        .output()
+        .unwrap();
     let msg = assert_clean_failure(&o, 1, &[]);
     assert!(msg.contains("wrong passphrase"), "{msg}");
 
-    for bad in [["--kdf-memory", "5000"], ["--kdf-time", "1"], ["--kdf-parallelism", "0"]] {
+    for bad in [
+        ["--kdf-memory", "5000"],
+        ["--kdf-time", "1"],
+        ["--kdf-parallelism", "0"],
+    ] {
         let f = Env::empty();
         let o = f.run(&["init", bad[0], bad[1]]);
         let msg = assert_clean_failure(&o, 2, &[]);
@@ -176,7 +232,11 @@ fn passphrase_from_fd_and_never_from_argv() {
     // --passphrase-fd: the shell opens fd 3 on the file.
     let o = std::process::Command::new("sh")
         .arg("-c")
-        .arg(format!("exec 3<'{}'; '{}' ls --passphrase-fd 3", e.pass_file.display(), env!("CARGO_BIN_EXE_hushfs")))
+        .arg(format!(
+            "exec 3<'{}'; '{}' ls --passphrase-fd 3",
+            e.pass_file.display(),
+            env!("CARGO_BIN_EXE_hushfs")
+        ))
         .env("HUSHFS_VAULT", &e.vault)
         .env("HUSHFS_KEYCHAIN", "off")
         .env_remove("HUSHFS_PASSPHRASE_FILE")
@@ -187,27 +247,47 @@ fn passphrase_from_fd_and_never_from_argv() {
     assert_clean_failure(&o, 2, &[]);
     // There is no option that takes a passphrase or a value on the command line.
     let help = e.ok(&["set", "--help"]) + &e.ok(&["--help"]);
-    assert!(!help.contains("--passphrase ") && !help.contains("--value"), "{help}");
+    assert!(
+        !help.contains("--passphrase ") && !help.contains("--value"),
+        "{help}"
+    );
 }
 
 #[test]
 fn passwd_and_rekey() {
-    let e = Env::new();
+    let mut e = Env::new();
     e.set("p/A", b"alpha");
     let before = e.open().unwrap();
     let new_pass = e.path("new");
     std::fs::write(&new_pass, "another long passphrase\n").unwrap();
-    let o = e.cmd(&["passwd"]).env("HUSHFS_NEW_PASSPHRASE_FILE", &new_pass).output().unwrap();
+    let o = e
+        .cmd(&["passwd"])
+        .env("HUSHFS_NEW_PASSPHRASE_FILE", &new_pass)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = e.run(&["ls"]);
     assert_clean_failure(&o, 1, &[]);
-    let e2 = Env { pass_file: new_pass.clone(), ..e };
+    // Env implements Drop, so switch its passphrase file in place.
+    e.pass_file = new_pass.clone();
+    let e2 = e;
     let after = e2.open().unwrap();
-    assert_eq!(before.key().expose(), after.key().expose(), "passwd keeps the data key");
+    assert_eq!(
+        before.key().expose(),
+        after.key().expose(),
+        "passwd keeps the data key"
+    );
     e2.ok(&["rekey"]);
     let rekeyed = e2.open().unwrap();
-    assert_ne!(after.key().expose(), rekeyed.key().expose(), "rekey makes a new data key");
-    assert_eq!(rekeyed.secrets.get("p", "A").unwrap().value.expose(), b"alpha");
+    assert_ne!(
+        after.key().expose(),
+        rekeyed.key().expose(),
+        "rekey makes a new data key"
+    );
+    assert_eq!(
+        rekeyed.secrets.get("p", "A").unwrap().value.expose(),
+        b"alpha"
+    );
 }
 
 #[test]
@@ -217,7 +297,10 @@ fn status_reports_without_prompting() {
     let st: serde_json::Value = serde_json::from_str(&e.ok(&["status", "--json"])).unwrap();
     assert_eq!(st["unlocked"], false);
     assert_eq!(st["kdf"]["m_kib"], 19 * 1024);
-    assert!(st["projects"].is_null(), "locked: project names need the key");
+    assert!(
+        st["projects"].is_null(),
+        "locked: project names need the key"
+    );
 }
 
 #[test]
@@ -235,6 +318,15 @@ fn broken_pipe_is_not_an_error() {
         .unwrap();
     drop(child.stdout.take());
     let o = child.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -20,7 +20,10 @@ fn every_flipped_byte_fails_cleanly() {
     assert!(orig.len() < 400, "keep the tamper test small");
     let positions: Vec<usize> = (0..orig.len()).collect();
     // Two workers: each run costs one Argon2 derivation.
-    let chunks: Vec<Vec<usize>> = positions.chunks(orig.len().div_ceil(2)).map(|c| c.to_vec()).collect();
+    let chunks: Vec<Vec<usize>> = positions
+        .chunks(orig.len().div_ceil(2))
+        .map(|c| c.to_vec())
+        .collect();
     std::thread::scope(|s| {
         for chunk in chunks {
             let orig = &orig;
@@ -33,7 +36,10 @@ fn every_flipped_byte_fails_cleanly() {
                     std::fs::write(&copy, &b).unwrap();
                     let o = e.cmd(&["ls"]).env("HUSHFS_VAULT", &copy).output().unwrap();
                     let code = o.status.code();
-                    assert!(code == Some(1) || code == Some(2), "byte {i}: exit {code:?}");
+                    assert!(
+                        code == Some(1) || code == Some(2),
+                        "byte {i}: exit {code:?}"
+                    );
                     assert_clean_failure(&o, code.unwrap(), &[b"canary-value-1"]);
                 }
             });
@@ -49,11 +55,23 @@ fn truncations_fail_cleanly() {
     e.set("p/A", b"v");
     let orig = std::fs::read(&e.vault).unwrap();
     let copy = e.path("copy");
-    for n in [0, 1, 8, 11, 30, layout::WRAPPED_KEY + 10, orig.len() - 17, orig.len() - 1] {
+    for n in [
+        0,
+        1,
+        8,
+        11,
+        30,
+        layout::WRAPPED_KEY + 10,
+        orig.len() - 17,
+        orig.len() - 1,
+    ] {
         std::fs::write(&copy, &orig[..n]).unwrap();
         let o = e.cmd(&["ls"]).env("HUSHFS_VAULT", &copy).output().unwrap();
         let msg = assert_clean_failure(&o, 2, &[]);
-        assert!(msg.contains("damaged") || msg.contains("not a hushfs vault"), "{n}: {msg}");
+        assert!(
+            msg.contains("damaged") || msg.contains("not a hushfs vault"),
+            "{n}: {msg}"
+        );
     }
 }
 
@@ -69,7 +87,8 @@ fn wrapped_key_from_another_vault_is_refused() {
     // Only the wrapped key (and its nonce) moved: unwrapping fails because
     // the key is bound to the other vault's salt and id.
     let mut x = fa.clone();
-    x[layout::WRAP_NONCE..layout::BODY_NONCE].copy_from_slice(&fb[layout::WRAP_NONCE..layout::BODY_NONCE]);
+    x[layout::WRAP_NONCE..layout::BODY_NONCE]
+        .copy_from_slice(&fb[layout::WRAP_NONCE..layout::BODY_NONCE]);
     std::fs::write(&a.vault, &x).unwrap();
     assert_clean_failure(&a.run(&["ls"]), 1, &[]);
 
@@ -77,7 +96,8 @@ fn wrapped_key_from_another_vault_is_refused() {
     // the key unwraps with B's passphrase but cannot open A's body.
     let mut y = fa.clone();
     y[..layout::GENERATION].copy_from_slice(&fb[..layout::GENERATION]);
-    y[layout::WRAP_NONCE..layout::BODY_NONCE].copy_from_slice(&fb[layout::WRAP_NONCE..layout::BODY_NONCE]);
+    y[layout::WRAP_NONCE..layout::BODY_NONCE]
+        .copy_from_slice(&fb[layout::WRAP_NONCE..layout::BODY_NONCE]);
     std::fs::write(&a.vault, &y).unwrap();
     let msg = assert_clean_failure(&a.run(&["ls"]), 2, &[b"alpha", b"beta"]);
     assert!(msg.contains("damaged"), "{msg}");
@@ -89,16 +109,31 @@ fn wrapped_key_from_another_vault_is_refused() {
 #[test]
 fn lowered_kdf_parameters_are_detected() {
     let e = Env::empty();
-    e.ok(&["init", "--kdf-memory", "38", "--kdf-time", "3", "--kdf-parallelism", "2"]);
+    e.ok(&[
+        "init",
+        "--kdf-memory",
+        "38",
+        "--kdf-time",
+        "3",
+        "--kdf-parallelism",
+        "2",
+    ]);
     e.set("p/A", b"v");
     let orig = std::fs::read(&e.vault).unwrap();
     assert_eq!(u32_at(&orig, layout::M_KIB), 38 * 1024);
-    for (at, lower) in [(layout::M_KIB, 19 * 1024u32), (layout::T, 2), (layout::P, 1)] {
+    for (at, lower) in [
+        (layout::M_KIB, 19 * 1024u32),
+        (layout::T, 2),
+        (layout::P, 1),
+    ] {
         let mut b = orig.clone();
         b[at..at + 4].copy_from_slice(&lower.to_le_bytes());
         std::fs::write(&e.vault, &b).unwrap();
         let msg = assert_clean_failure(&e.run(&["ls"]), 1, &[]);
-        assert!(msg.contains("wrong passphrase") && msg.contains("header was altered"), "{msg}");
+        assert!(
+            msg.contains("wrong passphrase") && msg.contains("header was altered"),
+            "{msg}"
+        );
     }
     std::fs::write(&e.vault, &orig).unwrap();
     e.ok(&["ls"]);
@@ -130,7 +165,10 @@ fn out_of_bounds_parameters_are_rejected_before_allocation() {
     b[layout::VERSION] = 2;
     std::fs::write(&e.vault, &b).unwrap();
     let msg = assert_clean_failure(&e.run(&["ls"]), 2, &[]);
-    assert!(msg.contains("format version 2") && msg.contains("upgrade hushfs"), "{msg}");
+    assert!(
+        msg.contains("format version 2") && msg.contains("upgrade hushfs"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -145,7 +183,11 @@ fn twenty_concurrent_writers_lose_nothing() {
                 .spawn()
                 .unwrap();
             use std::io::Write;
-            c.stdin.take().unwrap().write_all(format!("value-{i}").as_bytes()).unwrap();
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(format!("value-{i}").as_bytes())
+                .unwrap();
             c
         })
         .collect();
@@ -155,7 +197,10 @@ fn twenty_concurrent_writers_lose_nothing() {
     }
     let s = e.secrets();
     for i in 0..20 {
-        assert_eq!(s.get("p", &format!("K{i}")).unwrap().value.expose(), format!("value-{i}").as_bytes());
+        assert_eq!(
+            s.get("p", &format!("K{i}")).unwrap().value.expose(),
+            format!("value-{i}").as_bytes()
+        );
     }
 }
 
@@ -166,13 +211,21 @@ fn sigkill_mid_write_leaves_old_or_new() {
     // A cached key keeps Argon2 out of the loop, so kills land in the write.
     e.ok(&["unlock", "--ttl", "10m"]);
     let big = |c: u8| vec![c; 1024 * 1024];
-    let files: Vec<_> = [b'a', b'b'].iter().map(|c| {
-        let p = e.path(&format!("val-{}", *c as char));
-        std::fs::write(&p, big(*c)).unwrap();
-        p
-    }).collect();
+    let files: Vec<_> = [b'a', b'b']
+        .iter()
+        .map(|c| {
+            let p = e.path(&format!("val-{}", *c as char));
+            std::fs::write(&p, big(*c)).unwrap();
+            p
+        })
+        .collect();
     for i in 0..4 {
-        e.ok(&["set", &format!("p/FILLER{i}"), "--from-file", files[0].to_str().unwrap()]);
+        e.ok(&[
+            "set",
+            &format!("p/FILLER{i}"),
+            "--from-file",
+            files[0].to_str().unwrap(),
+        ]);
     }
     e.ok(&["set", "p/K", "--from-file", files[0].to_str().unwrap()]);
     let t0 = Instant::now();
@@ -193,15 +246,26 @@ fn sigkill_mid_write_leaves_old_or_new() {
         let _ = child.kill();
         let _ = child.wait();
         let v = e.value("p", "K").expect("the vault still opens");
-        assert!(v == big(b'a') || v == big(b'b'), "round {round}: a mixed value");
+        assert!(
+            v == big(b'a') || v == big(b'b'),
+            "round {round}: a mixed value"
+        );
         if v == big([b'a', b'b'][(round % 2) as usize]) {
             seen_new += 1;
         }
         // Any temp file a killed writer left is private (0600).
-        for ent in std::fs::read_dir(e.vault.parent().unwrap()).unwrap().flatten() {
+        for ent in std::fs::read_dir(e.vault.parent().unwrap())
+            .unwrap()
+            .flatten()
+        {
             use std::os::unix::fs::PermissionsExt;
             let mode = ent.metadata().unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode & 0o077, 0, "{:?} is readable by others", ent.file_name());
+            assert_eq!(
+                mode & 0o077,
+                0,
+                "{:?} is readable by others",
+                ent.file_name()
+            );
         }
     }
     // Some kills came too late to stop the write: both outcomes occurred.
@@ -213,7 +277,10 @@ fn sigkill_mid_write_leaves_old_or_new() {
         .flatten()
         .map(|d| d.file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(names.iter().all(|n| n == "vault" || n == "vault.lock"), "{names:?}");
+    assert!(
+        names.iter().all(|n| n == "vault" || n == "vault.lock"),
+        "{names:?}"
+    );
 }
 
 #[test]
@@ -226,7 +293,10 @@ fn full_disk_leaves_the_vault_intact() {
         .arg(&small)
         .status()
         .unwrap();
-    assert!(st.success(), "mounting a tmpfs needs root (tests run as root in CI)");
+    assert!(
+        st.success(),
+        "mounting a tmpfs needs root (tests run as root in CI)"
+    );
     struct Umount(std::path::PathBuf);
     impl Drop for Umount {
         fn drop(&mut self) {
@@ -237,7 +307,12 @@ fn full_disk_leaves_the_vault_intact() {
     let vault = small.join("vault");
     std::fs::copy(&e.vault, &vault).unwrap();
     let ev = |args: &[&str]| e.cmd(args).env("HUSHFS_VAULT", &vault).output().unwrap();
-    let o = e.cmd(&["set", "p/SMALL"]).env("HUSHFS_VAULT", &vault).stdin(Stdio::piped()).spawn().unwrap();
+    let o = e
+        .cmd(&["set", "p/SMALL"])
+        .env("HUSHFS_VAULT", &vault)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
     drop(o.wait_with_output());
     let big = e.path("big");
     std::fs::write(&big, vec![7u8; 300 * 1024]).unwrap();
@@ -245,16 +320,31 @@ fn full_disk_leaves_the_vault_intact() {
     let msg = assert_clean_failure(&o, 2, &[]);
     assert!(msg.contains("No space left"), "{msg}");
     let o = ev(&["ls", "--json"]);
-    assert!(o.status.success(), "the vault still opens: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "the vault still opens: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(!String::from_utf8_lossy(&o.stdout).contains("BIG"));
-    let left: Vec<_> = std::fs::read_dir(&small).unwrap().flatten().map(|d| d.file_name()).collect();
-    assert!(left.iter().all(|n| n == "vault" || n == "vault.lock"), "{left:?}");
+    let left: Vec<_> = std::fs::read_dir(&small)
+        .unwrap()
+        .flatten()
+        .map(|d| d.file_name())
+        .collect();
+    assert!(
+        left.iter().all(|n| n == "vault" || n == "vault.lock"),
+        "{left:?}"
+    );
 }
 
 #[test]
 fn unreadable_vault_directory_is_reported() {
     let e = Env::new();
-    std::fs::set_permissions(e.vault.parent().unwrap(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(
+        e.vault.parent().unwrap(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
     // As nobody (root would bypass the mode).
     let o = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
@@ -277,15 +367,26 @@ fn keychain_unlock_is_shared_across_processes() {
     // Unlock in one process...
     e.ok(&["unlock", "--ttl", "1h"]);
     // ...and read in another, with no passphrase source at all.
-    let no_pass = |args: &[&str]| e.cmd(args).env_remove("HUSHFS_PASSPHRASE_FILE").output().unwrap();
+    let no_pass = |args: &[&str]| {
+        e.cmd(args)
+            .env_remove("HUSHFS_PASSPHRASE_FILE")
+            .output()
+            .unwrap()
+    };
     let o = no_pass(&["ls"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("p/A"));
-    let st: serde_json::Value = serde_json::from_slice(&no_pass(&["status", "--json"]).stdout).unwrap();
+    let st: serde_json::Value =
+        serde_json::from_slice(&no_pass(&["status", "--json"]).stdout).unwrap();
     assert_eq!(st["unlocked"], true);
     assert_eq!(st["projects"][0]["secrets"], 1);
     // Writes work with the cached key too.
-    let o = e.cmd(&["set", "p/B"]).env_remove("HUSHFS_PASSPHRASE_FILE").stdin(Stdio::null()).output().unwrap();
+    let o = e
+        .cmd(&["set", "p/B"])
+        .env_remove("HUSHFS_PASSPHRASE_FILE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     e.ok(&["lock"]);

@@ -115,13 +115,13 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<i32> {
         names::validate("project", p)?;
     }
     let v = unlock::open(&ctx.vault, &ctx.keys)?;
-    if let Some(p) = &a.project {
-        if v.secrets.project(p).is_none() {
-            return Err(Error::NotFound(format!(
-                "no project {p} in {}: `hushfs ls` lists them all",
-                ctx.vault.display()
-            )));
-        }
+    if let Some(p) = &a.project
+        && v.secrets.project(p).is_none()
+    {
+        return Err(Error::NotFound(format!(
+            "no project {p} in {}: `hushfs ls` lists them all",
+            ctx.vault.display()
+        )));
     }
     let rows: Vec<LsRow> = v
         .secrets

@@ -46,10 +46,10 @@ pub fn gid() -> u32 {
 /// `$TMPDIR/hushfs-UID` when neither exists (root in a container, CI).
 /// Control sockets and private mounts live here.
 pub fn runtime_dir() -> PathBuf {
-    if let Some(v) = std::env::var_os("XDG_RUNTIME_DIR") {
-        if Path::new(&v).is_absolute() {
-            return PathBuf::from(v).join("hushfs");
-        }
+    if let Some(v) = std::env::var_os("XDG_RUNTIME_DIR")
+        && Path::new(&v).is_absolute()
+    {
+        return PathBuf::from(v).join("hushfs");
     }
     let run_user = PathBuf::from(format!("/run/user/{}", uid()));
     if run_user.is_dir() {

@@ -16,13 +16,10 @@ pub fn validate(kind: &str, name: &str) -> Result<()> {
         Some(format!("is longer than {MAX_NAME} characters"))
     } else if name.starts_with('.') {
         Some("starts with '.'".to_string())
-    } else if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
-    {
-        Some(format!("contains {}", describe_char(c)))
     } else {
-        None
+        name.chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+            .map(|c| format!("contains {}", describe_char(c)))
     };
     match problem {
         None => Ok(()),

@@ -75,10 +75,10 @@ impl Secrets {
             )));
         }
         let p = self.projects.entry(project.to_string()).or_default();
-        if let Some(e) = p.secrets.get(name) {
-            if e.value == value {
-                return Ok(false);
-            }
+        if let Some(e) = p.secrets.get(name)
+            && e.value == value
+        {
+            return Ok(false);
         }
         p.secrets.insert(
             name.to_string(),

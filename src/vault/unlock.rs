@@ -87,8 +87,8 @@ pub fn new_passphrase(opts: &KeyOpts, fallback_current: bool) -> Result<Passphra
         Some(read_fd(fd)?)
     } else if let Some(b) = read_env_file("HUSHFS_NEW_PASSPHRASE_FILE")? {
         Some(b)
-    } else if fallback_current && opts.passphrase_fd.is_some() {
-        Some(read_fd(opts.passphrase_fd.expect("checked"))?)
+    } else if let (true, Some(fd)) = (fallback_current, opts.passphrase_fd) {
+        Some(read_fd(fd)?)
     } else if fallback_current {
         read_env_file("HUSHFS_PASSPHRASE_FILE")?
     } else {
@@ -126,15 +126,15 @@ pub fn new_passphrase(opts: &KeyOpts, fallback_current: bool) -> Result<Passphra
 pub fn open(path: &Path, opts: &KeyOpts) -> Result<Vault> {
     let sealed = Sealed::read(path)?;
     let id = sealed.header().id_hex();
-    if opts.passphrase_fd.is_none() {
-        if let Some(key) = keychain::load(&id) {
-            if let Ok(secrets) = sealed.open(&key) {
-                return Ok(Vault::from_parts(sealed, key, secrets));
-            }
-            // A key from before `rekey` (or a damaged file): forget it and
-            // let the passphrase decide which.
-            let _ = keychain::clear(&id);
+    if opts.passphrase_fd.is_none()
+        && let Some(key) = keychain::load(&id)
+    {
+        if let Ok(secrets) = sealed.open(&key) {
+            return Ok(Vault::from_parts(sealed, key, secrets));
         }
+        // A key from before `rekey` (or a damaged file): forget it and
+        // let the passphrase decide which.
+        let _ = keychain::clear(&id);
     }
     open_with_passphrase(sealed, opts).map(|(v, _)| v)
 }

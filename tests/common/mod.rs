@@ -22,7 +22,10 @@ pub struct Env {
 impl Env {
     /// An environment without a vault yet.
     pub fn empty() -> Env {
-        let dir = tempfile::Builder::new().prefix("hushfs-test-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("hushfs-test-")
+            .tempdir()
+            .unwrap();
         let vault = dir.path().join("data/vault");
         let pass_file = dir.path().join("pass");
         std::fs::write(&pass_file, format!("{PASS}\n")).unwrap();
@@ -37,7 +40,15 @@ impl Env {
     /// An environment with an initialised vault (fast KDF parameters).
     pub fn new() -> Env {
         let e = Env::empty();
-        e.ok(&["init", "--kdf-memory", "19", "--kdf-time", "2", "--kdf-parallelism", "1"]);
+        e.ok(&[
+            "init",
+            "--kdf-memory",
+            "19",
+            "--kdf-time",
+            "2",
+            "--kdf-parallelism",
+            "1",
+        ]);
         e
     }
 
@@ -75,27 +86,46 @@ impl Env {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
+        // A command that refuses its arguments exits without reading stdin;
+        // the write then fails with EPIPE, which is not the test's concern.
+        match child.stdin.take().unwrap().write_all(input) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            r => r.unwrap(),
+        }
         child.wait_with_output().unwrap()
     }
 
     /// Runs and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args);
-        assert!(o.status.success(), "hushfs {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "hushfs {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8(o.stdout).unwrap()
     }
 
     pub fn set(&self, secret: &str, value: &[u8]) {
         let o = self.run_stdin(&["set", secret, "--raw"], value);
-        assert!(o.status.success(), "set {secret}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "set {secret}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 
     /// Opens the vault through the library with the passphrase.
     pub fn open(&self) -> hushfs::error::Result<Vault> {
         let f = std::fs::File::open(&self.pass_file).unwrap();
         let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
-        unlock::open(&self.vault, &KeyOpts { passphrase_fd: Some(fd), new_passphrase_fd: None })
+        unlock::open(
+            &self.vault,
+            &KeyOpts {
+                passphrase_fd: Some(fd),
+                new_passphrase_fd: None,
+            },
+        )
     }
 
     pub fn secrets(&self) -> Secrets {
@@ -103,7 +133,9 @@ impl Env {
     }
 
     pub fn value(&self, project: &str, name: &str) -> Option<Vec<u8>> {
-        self.secrets().get(project, name).map(|e| e.value.expose().to_vec())
+        self.secrets()
+            .get(project, name)
+            .map(|e| e.value.expose().to_vec())
     }
 }
 
@@ -113,11 +145,17 @@ pub fn assert_clean_failure(o: &Output, code: i32, forbidden: &[&[u8]]) -> Strin
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert_eq!(o.status.code(), Some(code), "stderr: {err}");
     assert!(!err.contains("panicked"), "panic: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.starts_with("hushfs: warning")).collect();
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.starts_with("hushfs: warning"))
+        .collect();
     assert_eq!(lines.len(), 1, "expected one line: {err:?}");
     assert!(lines[0].starts_with("hushfs: "), "{err}");
     for f in forbidden {
-        assert!(!contains(&o.stderr, f) && !contains(&o.stdout, f), "output leaks a secret");
+        assert!(
+            !contains(&o.stderr, f) && !contains(&o.stdout, f),
+            "output leaks a secret"
+        );
     }
     lines[0].to_string()
 }
