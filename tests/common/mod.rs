@@ -190,6 +190,12 @@ pub mod layout {
     pub const VAULT_ID: usize = SALT + 32;
     pub const GENERATION: usize = VAULT_ID + 16;
     pub const EXT_LEN: usize = GENERATION + 8;
+
+    /// Bytes in `file`'s extension area (the audit anchor, once the audit
+    /// log has entries): the offsets below move by this much.
+    pub fn ext_len(file: &[u8]) -> usize {
+        u32::from_le_bytes(file[EXT_LEN..EXT_LEN + 4].try_into().unwrap()) as usize
+    }
     /// With an empty extension area.
     pub const WRAP_NONCE: usize = EXT_LEN + 4;
     pub const WRAPPED_KEY: usize = WRAP_NONCE + 24;
