@@ -82,6 +82,11 @@ impl Files {
 
     /// Rotated files, oldest first.
     pub fn rotated(&self) -> Result<Vec<PathBuf>> {
+        Ok(self.rotated_by_seq()?.into_iter().map(|(_, p)| p).collect())
+    }
+
+    /// Rotated files with the first seq their name gives, oldest first.
+    pub fn rotated_by_seq(&self) -> Result<Vec<(u64, PathBuf)>> {
         let rd = match fs::read_dir(&self.dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -100,7 +105,7 @@ impl Files {
             })
             .collect();
         v.sort();
-        Ok(v.into_iter().map(|(_, p)| p).collect())
+        Ok(v)
     }
 
     /// Every file of the log in chain order: rotated ones, then the active.

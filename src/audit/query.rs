@@ -222,84 +222,147 @@ fn read(p: &Path) -> Result<Vec<u8>> {
     std::fs::read(p).map_err(|e| Error::io("cannot read", p, e))
 }
 
-/// Follows the active file: prints the last `last` matching entries, then
-/// every new one as it is written, across rotations, until `emit` fails
-/// (a closed pipe) or `keep_going` says stop.
+#[derive(Deserialize)]
+struct SeqOnly {
+    seq: u64,
+}
+
+fn seq_of(line: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<SeqOnly>(line).ok().map(|s| s.seq)
+}
+
+/// What `follow` has shown: entries are passed on once each, in seq order,
+/// whichever file they are read from.
+struct Follower<'a, E> {
+    files: &'a Files,
+    m: Matcher<'a>,
+    last: Option<u64>,
+    emit: E,
+}
+
+impl<E: FnMut(&[u8], &Row) -> Result<()>> Follower<'_, E> {
+    fn feed(&mut self, line: &[u8]) -> Result<()> {
+        let Some(seq) = seq_of(line) else {
+            return Ok(());
+        };
+        if self.last.is_some_and(|l| seq <= l) {
+            return Ok(());
+        }
+        if let Some(l) = self.last
+            && seq > l + 1
+        {
+            self.catch_up(seq)?;
+        }
+        self.pass(seq, line)
+    }
+
+    fn pass(&mut self, seq: u64, line: &[u8]) -> Result<()> {
+        self.last = Some(seq);
+        if let Some(row) = self.m.matches(line) {
+            (self.emit)(line, &row)?;
+        }
+        Ok(())
+    }
+
+    /// Entries before `upto` that went by in files rotated away between
+    /// two looks (more than one rotation per poll).
+    fn catch_up(&mut self, upto: u64) -> Result<()> {
+        let rotated = self.files.rotated_by_seq()?;
+        for (i, (first, p)) in rotated.iter().enumerate() {
+            let next_first = rotated.get(i + 1).map(|(f, _)| *f);
+            let after_last = self.last.map_or(0, |l| l + 1);
+            if *first >= upto || next_first.is_some_and(|n| n <= after_last) {
+                continue;
+            }
+            let data = read(p)?;
+            for line in lines(&data) {
+                if let Some(seq) = seq_of(line)
+                    && self.last.is_none_or(|l| seq > l)
+                    && seq < upto
+                {
+                    self.pass(seq, line)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Follows the log: prints the last `last` matching entries of the active
+/// file, then every new one as it is written, across rotations, until
+/// `emit` fails (a closed pipe) or `keep_going` says stop.
 pub fn follow(
     files: &Files,
     filter: &Filter,
     last: usize,
     poll: Duration,
     mut keep_going: impl FnMut() -> bool,
-    mut emit: impl FnMut(&[u8], &Row) -> Result<()>,
+    emit: impl FnMut(&[u8], &Row) -> Result<()>,
 ) -> Result<()> {
-    let m = filter.matcher();
     let active = files.active();
-    // Wait for the log to exist.
-    let mut f = loop {
-        match File::open(&active) {
-            Ok(f) => break f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if !keep_going() {
-                    return Ok(());
+    let open = |keep_going: &mut dyn FnMut() -> bool| -> Result<Option<(File, u64)>> {
+        loop {
+            match File::open(&active) {
+                Ok(f) => {
+                    let ino = f
+                        .metadata()
+                        .map_err(|e| Error::io("cannot inspect", &active, e))?
+                        .ino();
+                    return Ok(Some((f, ino)));
                 }
-                std::thread::sleep(poll);
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if !keep_going() {
+                        return Ok(None);
+                    }
+                    std::thread::sleep(poll);
+                }
+                Err(e) => return Err(Error::io("cannot open", &active, e)),
             }
-            Err(e) => return Err(Error::io("cannot open", &active, e)),
         }
     };
-    let mut ino = f
-        .metadata()
-        .map_err(|e| Error::io("cannot inspect", &active, e))?
-        .ino();
+    let Some((mut f, mut ino)) = open(&mut keep_going)? else {
+        return Ok(());
+    };
+    let mut fw = Follower {
+        files,
+        m: filter.matcher(),
+        last: None,
+        emit,
+    };
     let mut buf = Vec::new();
     f.read_to_end(&mut buf)
         .map_err(|e| Error::io("cannot read", &active, e))?;
     let end = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let recent: Vec<&[u8]> = lines(&buf[..end])
-        .filter(|l| m.matches(l).is_some())
+        .filter(|l| fw.m.matches(l).is_some())
         .collect();
     for l in &recent[recent.len().saturating_sub(last)..] {
-        let row = m.matches(l).expect("matched above");
-        emit(l, &row)?;
+        let row = fw.m.matches(l).expect("matched above");
+        (fw.emit)(l, &row)?;
     }
+    fw.last = lines(&buf[..end]).filter_map(seq_of).last();
     // Bytes of a line whose newline has not arrived yet.
     let mut partial = buf.split_off(end);
     loop {
-        let mut chunk = Vec::new();
-        f.read_to_end(&mut chunk)
-            .map_err(|e| Error::io("cannot read", &active, e))?;
         let rotated = std::fs::metadata(&active).is_ok_and(|md| md.ino() != ino);
-        if rotated {
-            // The writer may have appended to the old file just before
-            // renaming it: drain it before switching.
-            f.read_to_end(&mut chunk)
-                .map_err(|e| Error::io("cannot read", &active, e))?;
-        }
-        partial.extend_from_slice(&chunk);
+        // Read after looking: whatever the writer appended to the old file
+        // before renaming it is read here, before switching.
+        f.read_to_end(&mut partial)
+            .map_err(|e| Error::io("cannot read", &active, e))?;
         if let Some(end) = partial.iter().rposition(|&b| b == b'\n') {
             let rest = partial.split_off(end + 1);
             for l in lines(&partial) {
-                if let Some(row) = m.matches(l) {
-                    emit(l, &row)?;
-                }
+                fw.feed(l)?;
             }
             partial = rest;
         }
         if rotated {
-            match File::open(&active) {
-                Ok(nf) => {
-                    ino = nf
-                        .metadata()
-                        .map_err(|e| Error::io("cannot inspect", &active, e))?
-                        .ino();
-                    f = nf;
-                    partial.clear();
-                    continue;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("cannot open", &active, e)),
-            }
+            let Some((nf, ni)) = open(&mut keep_going)? else {
+                return Ok(());
+            };
+            (f, ino) = (nf, ni);
+            partial.clear();
+            continue;
         }
         if !keep_going() {
             return Ok(());

@@ -2,6 +2,7 @@
 //! Each command turns raw arguments into calls on the library and returns
 //! an exit code; `main.rs` only parses and maps errors to exit codes.
 
+mod audit;
 mod demo;
 mod secrets;
 mod status;
@@ -66,6 +67,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// A guided tour on a throwaway vault
     Demo,
+    /// Verify, anchor, show and follow the tamper-evident audit log
+    Audit(audit::AuditArgs),
 }
 
 /// What every command needs: where the vault is and how to get its key.
@@ -97,6 +100,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Lock => unlock::lock(&ctx),
         Command::Status(a) => status::status(&ctx, a),
         Command::Demo => demo::demo(),
+        Command::Audit(a) => audit::audit(&ctx, a),
     }
 }
 
