@@ -245,26 +245,36 @@ pub fn hex(b: &[u8]) -> String {
     s
 }
 
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
+fn nibble(c: u8) -> Option<u8> {
     // Lowercase only: one spelling per value keeps the bytes canonical.
-    fn nib(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
     }
+}
+
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
     if !b.len().is_multiple_of(2) {
         return None;
     }
     b.chunks(2)
-        .map(|p| Some(nib(p[0])? << 4 | nib(p[1])?))
+        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
         .collect()
 }
 
+/// 64 hex digits to 32 bytes, without allocating (once per entry).
 pub fn unhex32(s: &str) -> Option<[u8; 32]> {
-    unhex(s)?.try_into().ok()
+    let b = s.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, p) in out.iter_mut().zip(b.chunks_exact(2)) {
+        *o = nibble(p[0])? << 4 | nibble(p[1])?;
+    }
+    Some(out)
 }
 
 /// Constant-time comparison of two macs or keys.

@@ -195,8 +195,12 @@ pub fn render(r: &Row) -> String {
 
 /// Complete lines of `data`; a torn last line is left out.
 pub fn lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let end = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    data[..end].split(|&b| b == b'\n').filter(|l| !l.is_empty())
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', data).filter_map(move |end| {
+        let l = &data[start..end];
+        start = end + 1;
+        (!l.is_empty()).then_some(l)
+    })
 }
 
 /// Calls `emit` with every matching line (and its row) of every file, in
@@ -207,8 +211,18 @@ pub fn scan(
     mut emit: impl FnMut(&[u8], &Row) -> Result<()>,
 ) -> Result<()> {
     let m = filter.matcher();
+    // One buffer for all files, sized once: growing it while reading, or a
+    // fresh 64 MiB allocation per file, costs copies and page faults.
+    let mut data = Vec::new();
     for p in files.all()? {
-        let data = read(&p)?;
+        data.clear();
+        File::open(&p)
+            .and_then(|mut f| {
+                let len = f.metadata()?.len() as usize;
+                data.reserve(len + 1);
+                f.read_to_end(&mut data)
+            })
+            .map_err(|e| Error::io("cannot read", &p, e))?;
         for line in lines(&data) {
             if let Some(row) = m.matches(line) {
                 emit(line, &row)?;

@@ -102,6 +102,18 @@ fn split(data: &[u8]) -> (Lines<'_>, Option<&[u8]>) {
     (lines, torn)
 }
 
+fn read_into(p: &Path, buf: &mut Vec<u8>) -> Result<()> {
+    use std::io::Read;
+    buf.clear();
+    std::fs::File::open(p)
+        .and_then(|mut f| {
+            buf.reserve(f.metadata()?.len() as usize + 1);
+            f.read_to_end(buf)
+        })
+        .map_err(|e| Error::io("cannot read", p, e))?;
+    Ok(())
+}
+
 /// The torn-line mark of a recover entry, if `line` is one.
 fn torn_mark(finder: &memmem::Finder, line: &[u8]) -> Option<Torn> {
     finder.find(line)?;
@@ -149,17 +161,16 @@ pub fn verify(
     anchors: &[(String, Anchor)],
 ) -> Result<Report> {
     let paths = files.all()?;
-    let mut datas = Vec::with_capacity(paths.len());
-    for p in &paths {
-        datas.push(std::fs::read(p).map_err(|e| Error::io("cannot read", p, e))?);
-    }
+    // One file in memory at a time (a log may be many 64 MiB files).
+    let mut data = Vec::new();
 
     // Pass 1: epoch starts after a rekey (they carry a bridge).
     let finder = memmem::Finder::new(b"\"bridge\":\"");
     let torn_finder = memmem::Finder::new(b"\"torn\":{");
     let mut starts = BTreeMap::new();
-    for d in &datas {
-        for (_, line) in split(d).0 {
+    for p in &paths {
+        read_into(p, &mut data)?;
+        for (_, line) in split(&data).0 {
             if finder.find(line).is_none() {
                 continue;
             }
@@ -193,8 +204,9 @@ pub fn verify(
     };
     let mut problem = None;
     let mut incomplete = None;
-    'files: for (i, (path, data)) in paths.iter().zip(&datas).enumerate() {
-        let (lines, torn) = split(data);
+    'files: for (i, path) in paths.iter().enumerate() {
+        read_into(path, &mut data)?;
+        let (lines, torn) = split(&data);
         // A line followed by a recover entry that names it by hash was torn
         // by an interrupted write: skipped, and bound to the chain by that
         // entry (whether or not its bytes happen to parse).
