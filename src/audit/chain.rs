@@ -387,9 +387,28 @@ mod tests {
     }
 
     proptest! {
+        /// Mirrors fuzz/fuzz_targets/audit_line.rs.
         #[test]
-        fn parse_never_panics(b in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let _ = parse_line(&b);
+        fn parse_never_panics_and_reseals(b in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Some(p) = parse_line(&b) {
+                let line = seal_line(&p.canonical, &p.mac);
+                prop_assert_eq!(&line[..line.len() - 1], &b[..]);
+            }
+        }
+
+        #[test]
+        fn mutated_lines_never_panic(pos in 0usize..400, val in any::<u8>(), cut in 0usize..400) {
+            let c = entry(3).canonical();
+            let mut b = seal_line(&c, &[1; 32]);
+            let p = pos % b.len();
+            b[p] = val;
+            b.truncate(cut.min(b.len()));
+            if let Some(p) = parse_line(&b) {
+                let line = seal_line(&p.canonical, &p.mac);
+                prop_assert_eq!(&line[..line.len() - 1], &b[..]);
+            }
+            let f = crate::audit::query::Filter { denied: true, pid: Some(42), ..Default::default() };
+            let _ = f.matcher().matches(&b);
         }
 
         #[test]
