@@ -518,5 +518,6 @@ fn the_keychain_keeps_the_log_keyed_while_locked() {
     assert!(String::from_utf8_lossy(&o.stdout).contains(":5:"));
     let out = e.ok(&["audit", "verify"]);
     assert!(out.contains("the keychain (seq 5): matches"), "{out}");
-    assert!(audit::forget_keychain_state(&id).unwrap());
+    // Env's drop forgets the keychain state; it is there until then.
+    assert!(audit::keychain_anchor(&id).is_some());
 }

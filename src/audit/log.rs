@@ -384,9 +384,15 @@ impl Writer {
     pub fn open(id: &VaultId, data_key: Option<&Key32>, opts: &Options) -> Result<Writer> {
         let files = Files::new(&opts.dir, id);
         prepare_dir(&opts.dir)?;
-        let _lock = lock(&files)?;
-        let f = open_active(&files)?;
-        let (head, _) = snapshot(&files, &f)?;
+        // The head is read under the lock (so it is a committed entry, not
+        // part of a batch about to be cut back), but the catch-up from the
+        // data key runs after it is released: other writers need not wait.
+        // The first `write` catches up the rest from memory.
+        let (head, _) = {
+            let _lock = lock(&files)?;
+            let f = open_active(&files)?;
+            snapshot(&files, &f)?
+        };
         let (state, note) =
             resolve(id, &head, None, opts.keychain, data_key).map_err(Error::Denied)?;
         // A head that lost entries is not one to put into the vault header.
@@ -529,7 +535,8 @@ impl Writer {
         if self.keychain
             && let Err(why) = state::store(&self.id, &self.state)
         {
-            crate::vault::keychain::warn_unavailable(&why);
+            // The chain is intact; only a locked writer's fallback is lost.
+            ::log::warn!("cannot keep the audit state in the keychain: {why}");
         }
         let a = self.state.anchor().expect("at least one entry was written");
         note_head(&self.id, a);
@@ -600,6 +607,20 @@ fn snapshot(files: &Files, active: &File) -> Result<(Head, Option<Vec<u8>>)> {
         None => None,
     };
     Ok((head_of(last.as_deref()), t.torn))
+}
+
+/// Reads a whole log file into `buf` (reused between files: sizing it
+/// once avoids the copies and page faults of growing it).
+pub(crate) fn read_file_into(p: &Path, buf: &mut Vec<u8>) -> Result<()> {
+    use std::io::Read;
+    buf.clear();
+    File::open(p)
+        .and_then(|mut f| {
+            buf.reserve(f.metadata()?.len() as usize + 1);
+            f.read_to_end(buf)
+        })
+        .map_err(|e| Error::io("cannot read", p, e))?;
+    Ok(())
 }
 
 fn first_seq(f: &File) -> Option<u64> {

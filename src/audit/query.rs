@@ -9,13 +9,12 @@ use std::borrow::Cow;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use memchr::memmem;
 use serde::Deserialize;
 
-use super::log::Files;
+use super::log::{Files, read_file_into};
 use crate::error::{Error, Result};
 
 /// Which entries to show. Empty means all.
@@ -211,18 +210,9 @@ pub fn scan(
     mut emit: impl FnMut(&[u8], &Row) -> Result<()>,
 ) -> Result<()> {
     let m = filter.matcher();
-    // One buffer for all files, sized once: growing it while reading, or a
-    // fresh 64 MiB allocation per file, costs copies and page faults.
     let mut data = Vec::new();
     for p in files.all()? {
-        data.clear();
-        File::open(&p)
-            .and_then(|mut f| {
-                let len = f.metadata()?.len() as usize;
-                data.reserve(len + 1);
-                f.read_to_end(&mut data)
-            })
-            .map_err(|e| Error::io("cannot read", &p, e))?;
+        read_file_into(&p, &mut data)?;
         for line in lines(&data) {
             if let Some(row) = m.matches(line) {
                 emit(line, &row)?;
@@ -230,10 +220,6 @@ pub fn scan(
         }
     }
     Ok(())
-}
-
-fn read(p: &Path) -> Result<Vec<u8>> {
-    std::fs::read(p).map_err(|e| Error::io("cannot read", p, e))
 }
 
 #[derive(Deserialize)]
@@ -288,7 +274,8 @@ impl<E: FnMut(&[u8], &Row) -> Result<()>> Follower<'_, E> {
             if *first >= upto || next_first.is_some_and(|n| n <= after_last) {
                 continue;
             }
-            let data = read(p)?;
+            let mut data = Vec::new();
+            read_file_into(p, &mut data)?;
             for line in lines(&data) {
                 if let Some(seq) = seq_of(line)
                     && self.last.is_none_or(|l| seq > l)

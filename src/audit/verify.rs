@@ -14,8 +14,8 @@ use memchr::memmem;
 
 use super::Anchor;
 use super::chain::{self, Mac32, Torn, VaultId, ct_eq};
-use super::log::Files;
-use crate::error::{Error, Result};
+use super::log::{Files, read_file_into};
+use crate::error::Result;
 use crate::secret::Key32;
 
 /// The first thing found wrong.
@@ -102,18 +102,6 @@ fn split(data: &[u8]) -> (Lines<'_>, Option<&[u8]>) {
     (lines, torn)
 }
 
-fn read_into(p: &Path, buf: &mut Vec<u8>) -> Result<()> {
-    use std::io::Read;
-    buf.clear();
-    std::fs::File::open(p)
-        .and_then(|mut f| {
-            buf.reserve(f.metadata()?.len() as usize + 1);
-            f.read_to_end(buf)
-        })
-        .map_err(|e| Error::io("cannot read", p, e))?;
-    Ok(())
-}
-
 /// The torn-line mark of a recover entry, if `line` is one.
 fn torn_mark(finder: &memmem::Finder, line: &[u8]) -> Option<Torn> {
     finder.find(line)?;
@@ -169,7 +157,7 @@ pub fn verify(
     let torn_finder = memmem::Finder::new(b"\"torn\":{");
     let mut starts = BTreeMap::new();
     for p in &paths {
-        read_into(p, &mut data)?;
+        read_file_into(p, &mut data)?;
         for (_, line) in split(&data).0 {
             if finder.find(line).is_none() {
                 continue;
@@ -205,7 +193,7 @@ pub fn verify(
     let mut problem = None;
     let mut incomplete = None;
     'files: for (i, path) in paths.iter().enumerate() {
-        read_into(path, &mut data)?;
+        read_file_into(path, &mut data)?;
         let (lines, torn) = split(&data);
         // A line followed by a recover entry that names it by hash was torn
         // by an interrupted write: skipped, and bound to the chain by that

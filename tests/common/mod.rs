@@ -170,9 +170,13 @@ pub fn exists(p: &Path) -> bool {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        // Leave nothing cached in the kernel keyring after a test.
+        // Leave nothing cached in the kernel keyring after a test: neither
+        // the data key nor the audit log's evolving key.
         if self.keychain && self.vault.exists() {
             let _ = self.cmd(&["lock"]).output();
+            if let Ok(s) = hushfs::vault::Sealed::read(&self.vault) {
+                let _ = hushfs::audit::forget_keychain_state(&s.header().vault_id);
+            }
         }
     }
 }
