@@ -375,6 +375,8 @@ pub struct Writer {
     keychain: bool,
     state: State,
     seen: Option<Mark>,
+    /// The file `append_unsynced` last wrote, until `sync`.
+    dirty: Option<File>,
 }
 
 impl Writer {
@@ -406,6 +408,7 @@ impl Writer {
             keychain: opts.keychain,
             state,
             seen: None,
+            dirty: None,
         })
     }
 
@@ -423,9 +426,57 @@ impl Writer {
         self.state.anchor()
     }
 
-    /// Appends the records as one batch. All or nothing.
+    /// Appends the records as one batch and fsyncs it. All or nothing.
     pub fn append(&mut self, recs: &[Record]) -> Result<Anchor> {
-        self.write(recs.iter().map(Pending::Event).collect())
+        self.write(recs.iter().map(Pending::Event).collect(), true)
+    }
+
+    /// Appends the records as one batch without waiting for the disk: on
+    /// `Ok` every line is in the file (the page cache; a crash of this
+    /// process loses nothing), and `sync` makes it durable. For the
+    /// daemon's sink, where an fsync per allowed read would cost
+    /// milliseconds on every access.
+    pub fn append_unsynced(&mut self, recs: &[Record]) -> Result<Anchor> {
+        self.write(recs.iter().map(Pending::Event).collect(), false)
+    }
+
+    /// Makes what `append_unsynced` wrote durable, then records the chain
+    /// state in the keychain (only now: the keychain's anchor never claims
+    /// more than the disk holds).
+    pub fn sync(&mut self) -> Result<()> {
+        let Some(f) = self.dirty.take() else {
+            return Ok(());
+        };
+        let _lock = lock(&self.files)?;
+        if let Err(e) = f.sync_data() {
+            self.dirty = Some(f);
+            return Err(Error::io(
+                "cannot sync the audit log",
+                &self.files.active(),
+                e,
+            ));
+        }
+        // Only while the head is still ours: a later writer stored a newer
+        // state when it synced.
+        let current = fs::metadata(self.files.active()).ok().map(|m| Mark::of(&m));
+        if current.is_some() && current == self.seen {
+            self.store_state();
+        }
+        Ok(())
+    }
+
+    /// Whether `append_unsynced` wrote something not yet synced.
+    pub fn needs_sync(&self) -> bool {
+        self.dirty.is_some()
+    }
+
+    fn store_state(&self) {
+        if self.keychain
+            && let Err(why) = state::store(&self.id, &self.state)
+        {
+            // The chain is intact; only a locked writer's fallback is lost.
+            ::log::warn!("cannot keep the audit state in the keychain: {why}");
+        }
     }
 
     /// Appends `rec` as the first entry of a new epoch keyed by `new_key`
@@ -438,14 +489,17 @@ impl Writer {
         prev_key: &Key32,
         new_key: &Key32,
     ) -> Result<Anchor> {
-        self.write(vec![Pending::Epoch {
-            rec,
-            prev: prev_key,
-            new: new_key,
-        }])
+        self.write(
+            vec![Pending::Epoch {
+                rec,
+                prev: prev_key,
+                new: new_key,
+            }],
+            true,
+        )
     }
 
-    fn write(&mut self, items: Vec<Pending>) -> Result<Anchor> {
+    fn write(&mut self, items: Vec<Pending>, sync: bool) -> Result<Anchor> {
         let _lock = lock(&self.files)?;
         let mut f = open_active(&self.files)?;
         let meta = f
@@ -516,7 +570,9 @@ impl Writer {
             .metadata()
             .map_err(|e| Error::io("cannot inspect", &self.files.active(), e))?
             .len();
-        let written = f.write_all(&buf).and_then(|_| f.sync_data());
+        let written = f
+            .write_all(&buf)
+            .and_then(|_| if sync { f.sync_data() } else { Ok(()) });
         if let Err(e) = written {
             // Not recorded: take back whatever part reached the file so
             // the next writer finds whole lines.
@@ -532,11 +588,10 @@ impl Writer {
             .map_err(|e| Error::io("cannot inspect", &self.files.active(), e))?;
         self.seen = Some(Mark::of(&meta));
         self.state = st;
-        if self.keychain
-            && let Err(why) = state::store(&self.id, &self.state)
-        {
-            // The chain is intact; only a locked writer's fallback is lost.
-            ::log::warn!("cannot keep the audit state in the keychain: {why}");
+        if sync {
+            self.store_state();
+        } else {
+            self.dirty = Some(f);
         }
         let a = self.state.anchor().expect("at least one entry was written");
         note_head(&self.id, a);
@@ -556,10 +611,20 @@ impl Writer {
                 target.display()
             )));
         }
+        // The file leaves the writers' hands complete and on disk.
+        f.sync_data()
+            .map_err(|e| Error::io("cannot sync the audit log", &active, e))?;
         fs::rename(&active, &target).map_err(|e| Error::io("cannot rotate", &active, e))?;
         let f = open_active(&self.files)?;
         sync_dir(&self.files.dir)?;
         Ok(f)
+    }
+}
+
+impl Drop for Writer {
+    /// Whatever `append_unsynced` wrote reaches the disk on a clean exit.
+    fn drop(&mut self) {
+        let _ = self.sync();
     }
 }
 
