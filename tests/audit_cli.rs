@@ -8,16 +8,12 @@ use common::*;
 
 use std::path::PathBuf;
 
-use hushfs::audit::{self, Event, Options, Record, Writer};
+use hushfs::audit::{self, Event, Options, Record};
 use serde_json::Value;
-
-fn audit_dir(e: &Env) -> PathBuf {
-    e.path("state/hushfs/audit")
-}
 
 fn log_path(e: &Env) -> PathBuf {
     let id = e.open().unwrap().id_hex();
-    audit_dir(e).join(format!("{id}.log"))
+    e.audit_dir().join(format!("{id}.log"))
 }
 
 fn entries(e: &Env) -> Vec<Value> {
@@ -32,17 +28,6 @@ fn events(e: &Env) -> Vec<String> {
         .iter()
         .map(|v| v["event"].as_str().unwrap().to_string())
         .collect()
-}
-
-/// A writer on the Env's log through the library (for synthetic events).
-fn writer(e: &Env) -> Writer {
-    let v = e.open().unwrap();
-    let opts = Options {
-        dir: audit_dir(e),
-        keychain: false,
-        ..Options::default()
-    };
-    Writer::open(&v.header.vault_id, Some(v.key()), &opts).unwrap()
 }
 
 fn lines(p: &std::path::Path) -> Vec<String> {
@@ -210,7 +195,7 @@ fn canary_values_never_reach_the_log() {
 #[test]
 fn show_filters_and_json() {
     let e = Env::new();
-    let mut w = writer(&e);
+    let mut w = e.audit_writer(u64::MAX);
     let ev = |event: &str, decision: &str, pid: u32, project: &str, secrets: &[&str]| Event {
         event: event.into(),
         decision: Some(decision.into()),
@@ -491,7 +476,7 @@ fn the_keychain_keeps_the_log_keyed_while_locked() {
             None,
             audit::SinkOptions {
                 log: Options {
-                    dir: audit_dir(&e),
+                    dir: e.audit_dir(),
                     ..Options::default()
                 },
                 runtime_dir: e.path("run/hushfs"),

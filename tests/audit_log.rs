@@ -5,27 +5,12 @@ mod common;
 use common::*;
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use hushfs::audit::{Event, Options, Record, Writer};
+use hushfs::audit::{Event, Record};
 use serde_json::Value;
-
-fn audit_dir(e: &Env) -> PathBuf {
-    e.path("state/hushfs/audit")
-}
-
-fn writer(e: &Env, max_bytes: u64) -> Writer {
-    let v = e.open().unwrap();
-    let opts = Options {
-        dir: audit_dir(e),
-        max_bytes,
-        keychain: false,
-    };
-    Writer::open(&v.header.vault_id, Some(v.key()), &opts).unwrap()
-}
 
 fn denial(pid: u32) -> Record {
     Record::now(Event {
@@ -57,7 +42,7 @@ fn seqs(e: &Env) -> Vec<u64> {
 #[test]
 fn rotation_keeps_one_chain_that_verify_follows() {
     let e = Env::new();
-    let mut w = writer(&e, 8 * 1024);
+    let mut w = e.audit_writer(8 * 1024);
     for b in 0..60 {
         let recs: Vec<Record> = (0..5).map(|i| denial(b * 10 + i)).collect();
         w.append(&recs).unwrap();
@@ -105,7 +90,7 @@ fn tail_follows_new_entries_across_rotation() {
     // The init entry is the one line of history asked for.
     assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), 0);
 
-    let mut w = writer(&e, 4 * 1024);
+    let mut w = e.audit_writer(4 * 1024);
     let mut expect = Vec::new();
     for b in 0..24u32 {
         let recs: Vec<Record> = (0..4).map(|i| denial(b * 10 + i)).collect();
@@ -158,7 +143,7 @@ fn cli_processes_and_library_writers_append_at_once() {
         for k in 0..2u32 {
             let e = &e;
             s.spawn(move || {
-                let mut w = writer(e, u64::MAX);
+                let mut w = e.audit_writer(u64::MAX);
                 for b in 0..40 {
                     let recs: Vec<Record> =
                         (0..3).map(|i| denial(k * 10_000 + b * 10 + i)).collect();

@@ -132,6 +132,23 @@ impl Env {
         self.open().unwrap().secrets
     }
 
+    /// Where this environment's audit logs are.
+    pub fn audit_dir(&self) -> PathBuf {
+        self.path("state/hushfs/audit")
+    }
+
+    /// A writer on this vault's audit log through the library (the
+    /// keychain left alone), rotating at `max_bytes`.
+    pub fn audit_writer(&self, max_bytes: u64) -> hushfs::audit::Writer {
+        let v = self.open().unwrap();
+        let opts = hushfs::audit::Options {
+            dir: self.audit_dir(),
+            max_bytes,
+            keychain: false,
+        };
+        hushfs::audit::Writer::open(&v.header.vault_id, Some(v.key()), &opts).unwrap()
+    }
+
     pub fn value(&self, project: &str, name: &str) -> Option<Vec<u8>> {
         self.secrets()
             .get(project, name)
