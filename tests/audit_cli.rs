@@ -220,18 +220,7 @@ fn show_filters_and_json() {
     ])
     .unwrap();
 
-    let seqs = |args: &[&str]| -> Vec<u64> {
-        let mut a = vec!["audit", "show", "--json"];
-        a.extend_from_slice(args);
-        e.ok(&a)
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<Value>(l).unwrap()["seq"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .collect()
-    };
+    let seqs = |args: &[&str]| e.audit_seqs(args);
     assert_eq!(seqs(&[]), [0, 1, 2, 3, 4]);
     assert_eq!(seqs(&["--denied"]), [1, 4]);
     assert_eq!(seqs(&["--pid", "22"]), [2, 3]);

@@ -28,17 +28,6 @@ fn denial(pid: u32) -> Record {
     })
 }
 
-fn seqs(e: &Env) -> Vec<u64> {
-    e.ok(&["audit", "show", "--json"])
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["seq"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect()
-}
-
 #[test]
 fn rotation_keeps_one_chain_that_verify_follows() {
     let e = Env::new();
@@ -57,7 +46,7 @@ fn rotation_keeps_one_chain_that_verify_follows() {
         out.contains(&format!("+{} rotated files", rotated.len())),
         "{out}"
     );
-    assert_eq!(seqs(&e), (0..302).collect::<Vec<_>>());
+    assert_eq!(e.audit_seqs(&[]), (0..302).collect::<Vec<_>>());
 
     // The first entry of each file links to the last of the one before;
     // dropping a whole rotated file is found.
@@ -123,21 +112,7 @@ fn tail_follows_new_entries_across_rotation() {
 fn cli_processes_and_library_writers_append_at_once() {
     let e = Env::new();
     let children: Vec<_> = (0..8)
-        .map(|i| {
-            let mut c = e
-                .cmd(&["set", &format!("p/K{i}")])
-                .stdin(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            c.stdin
-                .take()
-                .unwrap()
-                .write_all(format!("value-{i}").as_bytes())
-                .unwrap();
-            c
-        })
+        .map(|i| e.spawn_set(&format!("p/K{i}"), format!("value-{i}").as_bytes()))
         .collect();
     std::thread::scope(|s| {
         for k in 0..2u32 {
@@ -159,7 +134,7 @@ fn cli_processes_and_library_writers_append_at_once() {
     let n = 1 + 8 + 2 * 40 * 3;
     let out = e.ok(&["audit", "verify"]);
     assert!(out.contains(&format!("{n} verified")), "{out}");
-    assert_eq!(seqs(&e), (0..n as u64).collect::<Vec<_>>());
+    assert_eq!(e.audit_seqs(&[]), (0..n as u64).collect::<Vec<_>>());
     let sets = e
         .ok(&["audit", "show", "--json"])
         .matches("\"event\":\"set\"")

@@ -177,21 +177,7 @@ fn out_of_bounds_parameters_are_rejected_before_allocation() {
 fn twenty_concurrent_writers_lose_nothing() {
     let e = Env::new();
     let children: Vec<_> = (0..20)
-        .map(|i| {
-            let mut c = e
-                .cmd(&["set", &format!("p/K{i}")])
-                .stdin(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            c.stdin
-                .take()
-                .unwrap()
-                .write_all(format!("value-{i}").as_bytes())
-                .unwrap();
-            c
-        })
+        .map(|i| e.spawn_set(&format!("p/K{i}"), format!("value-{i}").as_bytes()))
         .collect();
     for c in children {
         let o = c.wait_with_output().unwrap();

@@ -245,23 +245,22 @@ fn adopt(s: State, head: &Head) -> std::result::Result<(State, Option<String>), 
                 ))
             } else {
                 let k = chain::evolve_n(&s.key, seq - s.next);
-                if !ct_eq(&chain::entry_mac(&k, canonical), mac) {
-                    return Err(format!(
-                        "the newest entry (seq {seq}) does not authenticate"
-                    ));
-                }
-                Ok((
-                    State {
-                        next: seq + 1,
-                        epoch: *epoch,
-                        prev: *mac,
-                        key: chain::evolve(&k),
-                    },
-                    None,
-                ))
+                after_head(&k, seq, *epoch, mac, canonical)
+                    .map(|s| (s, None))
+                    .ok_or_else(|| format!("the newest entry (seq {seq}) does not authenticate"))
             }
         }
     }
+}
+
+/// The state after the head entry, if `k` (its key, K_seq) authenticates it.
+fn after_head(k: &Key32, seq: u64, epoch: u64, mac: &Mac32, canonical: &[u8]) -> Option<State> {
+    ct_eq(&chain::entry_mac(k, canonical), mac).then(|| State {
+        next: seq + 1,
+        epoch,
+        prev: *mac,
+        key: chain::evolve(k),
+    })
 }
 
 /// Derives the state from the vault's data key: the root of the head's
@@ -289,16 +288,8 @@ fn derive(id: &VaultId, data_key: &Key32, head: &Head) -> std::result::Result<St
             }
             let root = chain::epoch_root(data_key, id, *epoch);
             let k = chain::evolve_n(&root, seq - epoch);
-            if !ct_eq(&chain::entry_mac(&k, canonical), mac) {
-                return Err(format!(
-                    "the newest entry (seq {seq}) does not authenticate under this vault's key"
-                ));
-            }
-            Ok(State {
-                next: seq + 1,
-                epoch: *epoch,
-                prev: *mac,
-                key: chain::evolve(&k),
+            after_head(&k, *seq, *epoch, mac, canonical).ok_or_else(|| {
+                format!("the newest entry (seq {seq}) does not authenticate under this vault's key")
             })
         }
     }

@@ -149,6 +149,32 @@ impl Env {
         hushfs::audit::Writer::open(&v.header.vault_id, Some(v.key()), &opts).unwrap()
     }
 
+    /// Seqs of the entries `hushfs audit show --json ARGS` prints.
+    pub fn audit_seqs(&self, args: &[&str]) -> Vec<u64> {
+        let mut a = vec!["audit", "show", "--json"];
+        a.extend_from_slice(args);
+        self.ok(&a)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["seq"].as_u64().unwrap()
+            })
+            .collect()
+    }
+
+    /// Starts `hushfs set SECRET` with `value` on its stdin.
+    pub fn spawn_set(&self, secret: &str, value: &[u8]) -> std::process::Child {
+        use std::io::Write;
+        let mut c = self
+            .cmd(&["set", secret])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(value).unwrap();
+        c
+    }
+
     pub fn value(&self, project: &str, name: &str) -> Option<Vec<u8>> {
         self.secrets()
             .get(project, name)
