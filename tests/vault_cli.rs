@@ -255,7 +255,7 @@ fn passphrase_from_fd_and_never_from_argv() {
 
 #[test]
 fn passwd_and_rekey() {
-    let e = Env::new();
+    let mut e = Env::new();
     e.set("p/A", b"alpha");
     let before = e.open().unwrap();
     let new_pass = e.path("new");
@@ -268,8 +268,9 @@ fn passwd_and_rekey() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = e.run(&["ls"]);
     assert_clean_failure(&o, 1, &[]);
-    let mut e2 = e;
-    e2.pass_file = new_pass.clone();
+    // Env implements Drop, so switch its passphrase file in place.
+    e.pass_file = new_pass.clone();
+    let e2 = e;
     let after = e2.open().unwrap();
     assert_eq!(
         before.key().expose(),

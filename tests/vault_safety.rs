@@ -83,12 +83,15 @@ fn wrapped_key_from_another_vault_is_refused() {
     b.set("p/B", b"beta");
     let fa = std::fs::read(&a.vault).unwrap();
     let fb = std::fs::read(&b.vault).unwrap();
+    // Both headers carry an audit anchor of the same size.
+    let ext = layout::ext_len(&fa);
+    assert_eq!(ext, layout::ext_len(&fb));
+    let wrap = layout::WRAP_NONCE + ext..layout::BODY_NONCE + ext;
 
     // Only the wrapped key (and its nonce) moved: unwrapping fails because
     // the key is bound to the other vault's salt and id.
     let mut x = fa.clone();
-    x[layout::WRAP_NONCE..layout::BODY_NONCE]
-        .copy_from_slice(&fb[layout::WRAP_NONCE..layout::BODY_NONCE]);
+    x[wrap.clone()].copy_from_slice(&fb[wrap.clone()]);
     std::fs::write(&a.vault, &x).unwrap();
     assert_clean_failure(&a.run(&["ls"]), 1, &[]);
 
@@ -96,8 +99,7 @@ fn wrapped_key_from_another_vault_is_refused() {
     // the key unwraps with B's passphrase but cannot open A's body.
     let mut y = fa.clone();
     y[..layout::GENERATION].copy_from_slice(&fb[..layout::GENERATION]);
-    y[layout::WRAP_NONCE..layout::BODY_NONCE]
-        .copy_from_slice(&fb[layout::WRAP_NONCE..layout::BODY_NONCE]);
+    y[wrap.clone()].copy_from_slice(&fb[wrap]);
     std::fs::write(&a.vault, &y).unwrap();
     let msg = assert_clean_failure(&a.run(&["ls"]), 2, &[b"alpha", b"beta"]);
     assert!(msg.contains("damaged"), "{msg}");
@@ -175,21 +177,7 @@ fn out_of_bounds_parameters_are_rejected_before_allocation() {
 fn twenty_concurrent_writers_lose_nothing() {
     let e = Env::new();
     let children: Vec<_> = (0..20)
-        .map(|i| {
-            let mut c = e
-                .cmd(&["set", &format!("p/K{i}")])
-                .stdin(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            c.stdin
-                .take()
-                .unwrap()
-                .write_all(format!("value-{i}").as_bytes())
-                .unwrap();
-            c
-        })
+        .map(|i| e.spawn_set(&format!("p/K{i}"), format!("value-{i}").as_bytes()))
         .collect();
     for c in children {
         let o = c.wait_with_output().unwrap();

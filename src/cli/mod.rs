@@ -3,6 +3,7 @@
 //! an exit code; `main.rs` only parses and maps errors to exit codes.
 
 mod allow;
+mod audit;
 mod demo;
 pub mod mount;
 mod run;
@@ -82,6 +83,8 @@ pub enum Command {
     /// The mount daemon (started by `mount` and `run`)
     #[command(name = "__serve", hide = true)]
     Serve(mount::ServeArgs),
+    /// Verify, anchor, show and follow the tamper-evident audit log
+    Audit(audit::AuditArgs),
 }
 
 /// What every command needs: where the vault is and how to get its key.
@@ -119,6 +122,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Revoke(a) => allow::revoke(&ctx, a),
         Command::Demo => demo::demo(),
         Command::Serve(a) => mount::serve(a),
+        Command::Audit(a) => audit::audit(&ctx, a),
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 use zeroize::Zeroizing;
 
-use super::{Ctx, out, rfc3339};
+use super::{Ctx, audit, out, rfc3339};
 use crate::error::{Error, Result};
 use crate::secret::{SecretBuf, SecretBytes};
 use crate::vault::names::{self, SecretRef};
@@ -93,10 +93,18 @@ pub fn set(ctx: &Ctx, a: SetArgs) -> Result<i32> {
     // other writers.
     let value = read_value(&a, &r)?;
     let len = value.len();
-    let changed = unlock::modify(&ctx.vault, &ctx.keys, |v| {
+    let (changed, mut rec) = unlock::modify(&ctx.vault, &ctx.keys, |v| {
+        let rec = audit::recorder(v)?;
         let c = v.secrets.set(&r.project, &r.name, value)?;
-        Ok((c, c))
+        Ok(((c, rec), c))
     })?;
+    let mut ev = audit::event("set");
+    ev.project = Some(r.project.clone());
+    ev.secrets = vec![r.name.clone()];
+    if !changed {
+        ev.reason = Some("unchanged".into());
+    }
+    audit::record(&mut rec, ev)?;
     let what = if changed { "stored" } else { "unchanged" };
     eprintln!("{what} {r} ({len} bytes)");
     Ok(0)
@@ -158,9 +166,10 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<i32> {
 
 pub fn rm(ctx: &Ctx, a: RmArgs) -> Result<i32> {
     let r = SecretRef::parse(&a.secret)?;
-    let existed = unlock::modify(&ctx.vault, &ctx.keys, |v| {
+    let (existed, mut rec) = unlock::modify(&ctx.vault, &ctx.keys, |v| {
+        let rec = audit::recorder(v)?;
         let e = v.secrets.remove(&r.project, &r.name);
-        Ok((e, e))
+        Ok(((e, rec), e))
     })?;
     if !existed {
         return Err(Error::NotFound(format!(
@@ -168,6 +177,10 @@ pub fn rm(ctx: &Ctx, a: RmArgs) -> Result<i32> {
             r.project
         )));
     }
+    let mut ev = audit::event("rm");
+    ev.project = Some(r.project.clone());
+    ev.secrets = vec![r.name.clone()];
+    audit::record(&mut rec, ev)?;
     eprintln!("removed {r}");
     Ok(0)
 }
@@ -222,12 +235,19 @@ pub fn import(ctx: &Ctx, a: ImportArgs) -> Result<i32> {
     names::validate("project", &a.project)?;
     let entries = parse_dotenv(&a.file)?;
     let n = entries.len();
-    unlock::modify(&ctx.vault, &ctx.keys, |v| {
+    let names: Vec<String> = entries.iter().map(|(k, _)| k.clone()).collect();
+    let mut rec = unlock::modify(&ctx.vault, &ctx.keys, |v| {
+        let rec = audit::recorder(v)?;
         for (k, val) in entries {
             v.secrets.set(&a.project, &k, val)?;
         }
-        Ok(((), n > 0))
+        Ok((rec, n > 0))
     })?;
+    let mut ev = audit::event("import");
+    ev.project = Some(a.project.clone());
+    ev.secrets = names;
+    ev.file = Some(a.file.display().to_string());
+    audit::record(&mut rec, ev)?;
     eprintln!(
         "imported {n} secrets into {} from {}",
         a.project,

@@ -3,6 +3,7 @@
 use clap::Args;
 
 use super::{Ctx, out};
+use crate::audit;
 use crate::daemon::protocol::{MountStatus, Request};
 use crate::daemon::{control, registry};
 use crate::error::Result;
@@ -25,6 +26,36 @@ struct Status {
     projects: Option<Vec<ProjectStatus>>,
     /// Live mounts (all vaults) and their grants.
     mounts: Vec<MountStatus>,
+    audit: AuditStatus,
+}
+
+#[derive(serde::Serialize)]
+struct AuditStatus {
+    log: String,
+    files: usize,
+    /// Seq of the newest entry as the log states it (`audit verify` proves it).
+    head_seq: Option<u64>,
+    vault_anchor_seq: Option<u64>,
+    keychain_anchor_seq: Option<u64>,
+    /// "ok", or why accesses cannot be recorded (and are therefore denied).
+    health: String,
+}
+
+fn audit_status(h: &crate::vault::format::Header) -> AuditStatus {
+    let files = audit::Files::new(&audit::log_dir(), &h.vault_id);
+    let health = match (audit::failure_note(&h.vault_id), audit::log::probe(&files)) {
+        (Some(note), _) => format!("FAILING {note}"),
+        (None, Err(why)) => format!("FAILING: {why}"),
+        (None, Ok(())) => "ok".into(),
+    };
+    AuditStatus {
+        log: files.active().display().to_string(),
+        files: files.all().map(|f| f.len()).unwrap_or(0),
+        head_seq: audit::log::last_seq(&files).ok().flatten(),
+        vault_anchor_seq: audit::header_anchor(h).map(|a| a.seq),
+        keychain_anchor_seq: audit::keychain_anchor(&h.vault_id).map(|a| a.seq),
+        health,
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -45,6 +76,7 @@ pub fn status(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
         unlocked: secrets.is_some(),
         unlock_expires_in_secs: secrets.as_ref().and_then(|_| keychain::expires_in(&id)),
         kdf: sealed.header().kdf,
+        audit: audit_status(sealed.header()),
         projects: secrets.map(|s| {
             s.projects
                 .iter()
@@ -82,6 +114,24 @@ pub fn status(ctx: &Ctx, a: StatusArgs) -> Result<i32> {
         for p in ps {
             s.push_str(&format!("project:  {} ({} secrets)\n", p.name, p.secrets));
         }
+    }
+    let au = &st.audit;
+    s.push_str(&format!("audit:    {}", au.log));
+    match au.head_seq {
+        Some(seq) => s.push_str(&format!(" ({} entries, head seq {seq}", seq + 1)),
+        None => s.push_str(" (no entries yet"),
+    }
+    if au.files > 1 {
+        s.push_str(&format!(", {} files", au.files));
+    }
+    s.push_str(")\n");
+    if au.health == "ok" {
+        s.push_str("health:   ok\n");
+    } else {
+        s.push_str(&format!(
+            "health:   {}\n          accesses that cannot be recorded are denied\n",
+            au.health
+        ));
     }
     for m in &st.mounts {
         s.push_str(&describe_mount(m));

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::{Ctx, out, parse_duration};
+use super::{Ctx, audit, out, parse_duration};
 use crate::daemon::protocol::Request;
 use crate::error::{Error, Result};
 use crate::vault::{Sealed, keychain, unlock};
@@ -17,21 +17,30 @@ pub struct UnlockArgs {
 pub fn unlock(ctx: &Ctx, a: UnlockArgs) -> Result<i32> {
     let sealed = Sealed::read(&ctx.vault)?;
     let (v, _) = unlock::open_with_passphrase(sealed, &ctx.keys)?;
+    let mut rec = audit::recorder(&v)?;
     keychain::store(&v.id_hex(), v.key(), a.ttl).map_err(|why| {
         Error::Other(format!(
             "cannot cache the unlock: keychain unavailable ({why}); commands will ask for the passphrase"
         ))
     })?;
+    let mut ev = audit::event("unlock");
+    ev.reason = Some(format!("for {}", humantime::format_duration(a.ttl)));
+    if let Err(e) = audit::record(&mut rec, ev) {
+        // An unlock nobody can see in the log does not stand.
+        let _ = keychain::clear(&v.id_hex());
+        return Err(e);
+    }
+    // Locked mounts of this vault take the key from the keychain again.
     let mounts = super::mount::notify_mounts(&ctx.vault, &Request::Reload);
+    let tail = if mounts > 0 {
+        format!("; {mounts} mount(s) serve again")
+    } else {
+        String::new()
+    };
     out(&format!(
-        "unlocked {} for {}{}\n",
+        "unlocked {} for {}{tail}\n",
         ctx.vault.display(),
-        humantime::format_duration(a.ttl),
-        if mounts > 0 {
-            format!("; {mounts} mount(s) serve again")
-        } else {
-            String::new()
-        }
+        humantime::format_duration(a.ttl)
     ))?;
     Ok(0)
 }
@@ -39,8 +48,32 @@ pub fn unlock(ctx: &Ctx, a: UnlockArgs) -> Result<i32> {
 pub fn lock(ctx: &Ctx) -> Result<i32> {
     let sealed = Sealed::read(&ctx.vault)?;
     let id = sealed.header().id_hex();
+    // The cached key (if any) or the keychain's audit state keys the
+    // record. Locking never waits for the log: it only takes access away.
+    let key = keychain::load(&id);
+    let rec = crate::audit::Writer::open(
+        &sealed.header().vault_id,
+        key.as_ref(),
+        &crate::audit::Options::default(),
+    );
+    drop(key);
     let had = keychain::clear(&id)
         .map_err(|why| Error::Other(format!("cannot reach the keychain: {why}")))?;
+    let logged = rec.and_then(|mut w| {
+        let mut ev = audit::event("lock");
+        ev.reason = Some(
+            if had {
+                "cached key removed"
+            } else {
+                "was not unlocked"
+            }
+            .into(),
+        );
+        audit::record(&mut w, ev)
+    });
+    if let Err(e) = logged {
+        eprintln!("hushfs: warning: the lock is not in the audit log: {e}");
+    }
     // Mounts drop their values now, not when the cache would have expired.
     let mounts = super::mount::notify_mounts(&ctx.vault, &Request::Lock);
     let first = if had {

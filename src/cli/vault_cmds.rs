@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use super::Ctx;
+use super::{Ctx, audit};
+use crate::audit::Record;
 use crate::error::{Error, Result};
 use crate::secret::{Passphrase, SecretBytes};
 use crate::vault::crypto::{self, KdfParams};
@@ -86,7 +87,9 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> Result<i32> {
         kdf = calibrate(kdf);
     }
     let mut v = Vault::new(&ctx.vault, &pass, kdf)?;
+    let mut rec = audit::recorder(&v)?;
     v.save()?;
+    audit::record(&mut rec, audit::event("init"))?;
     super::out(&format!(
         "created vault {} (Argon2id {} MiB, t={}, p={})\nnext: `hushfs set PROJECT/NAME` to add a secret\n",
         ctx.vault.display(),
@@ -107,8 +110,10 @@ pub fn passwd(ctx: &Ctx, a: PasswdArgs) -> Result<i32> {
         ..KeyOpts::default()
     };
     let new = unlock::new_passphrase(&keys, false)?;
+    let mut rec = audit::recorder(&v)?;
     v.rewrap(&new, None)?;
     v.save()?;
+    audit::record(&mut rec, audit::event("passwd"))?;
     let _ = keychain::clear(&v.id_hex());
     super::out("passphrase changed; the cached unlock was cleared: run `hushfs unlock`\n")?;
     Ok(0)
@@ -118,8 +123,24 @@ pub fn rekey(ctx: &Ctx) -> Result<i32> {
     let _lock = store::WriteLock::acquire(&ctx.vault)?;
     let sealed = Sealed::read(&ctx.vault)?;
     let (mut v, pass) = unlock::open_with_passphrase(sealed, &ctx.keys)?;
+    let mut rec = audit::recorder(&v)?;
+    let old = v.key().clone();
     v.rekey(&pass)?;
-    v.save()?;
+    // The audit chain moves to a root derived from the new key before the
+    // vault is saved: a log that cannot follow refuses the rekey. Should
+    // the save fail, a second epoch start moves it back to the old key.
+    rec.start_epoch(&Record::now(audit::event("rekey")), &old, v.key())
+        .map_err(audit::refused)?;
+    if let Err(e) = v.save() {
+        let mut ev = audit::event("rekey");
+        ev.reason = Some("the vault could not be saved: the old data key stays".into());
+        if let Err(ae) = rec.start_epoch(&Record::now(ev), v.key(), &old) {
+            return Err(Error::Other(format!(
+                "{e}; and the audit log, already moved to the new key, could not be moved back: {ae}"
+            )));
+        }
+        return Err(e);
+    }
     let _ = keychain::clear(&v.id_hex());
     super::out("new data key; the vault was re-encrypted and the cached unlock cleared\n")?;
     Ok(0)

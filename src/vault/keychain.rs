@@ -96,12 +96,16 @@ struct Cached {
 }
 
 fn entry(vault_id: &str) -> Result<Cached, String> {
+    entry_named(&user(vault_id))
+}
+
+fn entry_named(user: &str) -> Result<Cached, String> {
     if disabled() {
         return Err("disabled by HUSHFS_KEYCHAIN=off".into());
     }
     let ring =
         KeyRing::from_special_id(KeyRingIdentifier::User, false).map_err(|e| e.to_string())?;
-    let description = format!("{SERVICE}:{}", user(vault_id));
+    let description = format!("{SERVICE}:{user}");
     let cred = UserKeyring {
         ring,
         description: description.clone(),
@@ -189,5 +193,44 @@ pub fn clear(vault_id: &str) -> Result<bool, String> {
         Ok(()) => Ok(true),
         Err(keyring::Error::NoEntry) => Ok(false),
         Err(err) => Err(err.to_string()),
+    }
+}
+
+/// Raw entries for other parts of hushfs that keep state in the same user
+/// keyring (the audit log's evolving key). Same boundary: same uid only, no
+/// timeout, gone at reboot. `name` must not collide with `vault-<id>`.
+pub mod named {
+    use super::*;
+
+    /// Stores `payload` under `name`, replacing what was there.
+    pub fn store(name: &str, payload: &[u8]) -> Result<(), String> {
+        entry_named(name)?
+            .entry
+            .set_secret(payload)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The payload under `name`; `Ok(None)` when there is none, `Err` when
+    /// the keychain cannot be reached (or is disabled).
+    pub fn load(name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
+        match entry_named(name)?.entry.get_secret() {
+            Ok(p) => Ok(Some(Zeroizing::new(p))),
+            Err(keyring::Error::NoEntry) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Removes the entry. Returns whether one was there.
+    pub fn clear(name: &str) -> Result<bool, String> {
+        match entry_named(name)?.entry.delete_credential() {
+            Ok(()) => Ok(true),
+            Err(keyring::Error::NoEntry) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Whether `HUSHFS_KEYCHAIN=off` keeps hushfs out of the keychain.
+    pub fn disabled() -> bool {
+        super::disabled()
     }
 }

@@ -138,9 +138,15 @@ impl Vault {
     }
 
     /// Writes the vault atomically. The caller holds the `WriteLock`.
+    /// The header takes the newest audit anchor this process knows (see
+    /// `audit::anchor_for_save`), so the authenticated vault file records
+    /// how far the audit log had reached.
     pub fn save(&mut self) -> Result<()> {
         store::ensure_dir(&self.path)?;
         store::remove_stale_temps(&self.path);
+        if let Some(anchor) = crate::audit::anchor_for_save(&self.header) {
+            self.header.set_ext(format::ext::AUDIT_ANCHOR, anchor);
+        }
         let bytes = self.encode();
         store::write_atomic(&self.path, &bytes)
     }

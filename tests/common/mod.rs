@@ -88,7 +88,12 @@ impl Env {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
+        // A command that refuses its arguments exits without reading stdin;
+        // the write then fails with EPIPE, which is not the test's concern.
+        match child.stdin.take().unwrap().write_all(input) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            r => r.unwrap(),
+        }
         child.wait_with_output().unwrap()
     }
 
@@ -129,6 +134,49 @@ impl Env {
         self.open().unwrap().secrets
     }
 
+    /// Where this environment's audit logs are.
+    pub fn audit_dir(&self) -> PathBuf {
+        self.path("state/hushfs/audit")
+    }
+
+    /// A writer on this vault's audit log through the library (the
+    /// keychain left alone), rotating at `max_bytes`.
+    pub fn audit_writer(&self, max_bytes: u64) -> hushfs::audit::Writer {
+        let v = self.open().unwrap();
+        let opts = hushfs::audit::Options {
+            dir: self.audit_dir(),
+            max_bytes,
+            keychain: false,
+        };
+        hushfs::audit::Writer::open(&v.header.vault_id, Some(v.key()), &opts).unwrap()
+    }
+
+    /// Seqs of the entries `hushfs audit show --json ARGS` prints.
+    pub fn audit_seqs(&self, args: &[&str]) -> Vec<u64> {
+        let mut a = vec!["audit", "show", "--json"];
+        a.extend_from_slice(args);
+        self.ok(&a)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["seq"].as_u64().unwrap()
+            })
+            .collect()
+    }
+
+    /// Starts `hushfs set SECRET` with `value` on its stdin.
+    pub fn spawn_set(&self, secret: &str, value: &[u8]) -> std::process::Child {
+        use std::io::Write;
+        let mut c = self
+            .cmd(&["set", secret])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(value).unwrap();
+        c
+    }
+
     pub fn value(&self, project: &str, name: &str) -> Option<Vec<u8>> {
         self.secrets()
             .get(project, name)
@@ -167,9 +215,13 @@ pub fn exists(p: &Path) -> bool {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        // Leave nothing cached in the kernel keyring after a test.
+        // Leave nothing cached in the kernel keyring after a test: neither
+        // the data key nor the audit log's evolving key.
         if self.keychain && self.vault.exists() {
             let _ = self.cmd(&["lock"]).output();
+            if let Ok(s) = hushfs::vault::Sealed::read(&self.vault) {
+                let _ = hushfs::audit::forget_keychain_state(&s.header().vault_id);
+            }
         }
     }
 }
@@ -187,6 +239,12 @@ pub mod layout {
     pub const VAULT_ID: usize = SALT + 32;
     pub const GENERATION: usize = VAULT_ID + 16;
     pub const EXT_LEN: usize = GENERATION + 8;
+
+    /// Bytes in `file`'s extension area (the audit anchor, once the audit
+    /// log has entries): the offsets below move by this much.
+    pub fn ext_len(file: &[u8]) -> usize {
+        u32::from_le_bytes(file[EXT_LEN..EXT_LEN + 4].try_into().unwrap()) as usize
+    }
     /// With an empty extension area.
     pub const WRAP_NONCE: usize = EXT_LEN + 4;
     pub const WRAPPED_KEY: usize = WRAP_NONCE + 24;
