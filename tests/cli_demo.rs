@@ -25,7 +25,8 @@ fn demo_tours_and_cleans_up() {
         "{out}"
     );
     assert!(out.contains("password: \"s3cr3t-pw\""), "{out}");
-    assert!(out.contains("\"decision\":\"deny\""), "{out}");
+    assert!(out.contains("deny      open      cat["), "{out}");
+    assert!(out.contains("result:   OK"), "{out}");
     assert!(out.contains("unmounted"), "{out}");
     let root = out
         .split("under ")

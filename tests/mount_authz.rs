@@ -259,18 +259,148 @@ fn namespaced_descendant_reads_through_a_bind_mount() {
 }
 
 #[test]
-fn denials_are_audited_with_the_process() {
+fn every_decision_is_in_the_audit_log_and_it_verifies() {
     let m = mount();
-    let _ = Command::new("cat").arg(m.path("TOKEN")).output().unwrap();
-    let log = std::fs::read_to_string(m.mount_status()["log"].as_str().unwrap()).unwrap();
-    let line = log
-        .lines()
-        .find(|l| l.contains("\"event\":\"open\"") && l.contains("\"deny\""))
-        .expect("a denial in the log");
+    let p = m.path("TOKEN");
+    let _ = Command::new("cat").arg(&p).output().unwrap();
+    let o = m.run(&["cat", &p]);
+    assert_eq!(o.stdout, VALUE);
+    let show = |args: &[&str]| {
+        let mut a = vec!["audit", "show", "--json"];
+        a.extend_from_slice(args);
+        let o = m.env.run(&a);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let denied = show(&["--denied"]);
+    let d = denied
+        .iter()
+        .find(|e| e["event"] == "open" && e["file"] == "TOKEN")
+        .expect("the denied open is logged");
+    assert_eq!(d["decision"], "deny");
+    assert!(d["exe"].as_str().unwrap().ends_with("/cat"), "{d}");
     assert!(
-        line.contains("\"exe\":\"/usr/bin/cat\"") || line.contains("/cat\""),
-        "{line}"
+        d["tgid"].as_u64().is_some() && d["start_time"].as_u64().is_some(),
+        "{d}"
     );
-    assert!(line.contains("\"file\":\"TOKEN\""), "{line}");
-    assert!(!log.contains("s3cr3t-value"), "a value reached the log");
+    let all = show(&["--secret", "TOKEN"]);
+    for ev in ["open", "read"] {
+        assert!(
+            all.iter()
+                .any(|e| e["event"] == ev && e["decision"] == "allow" && e["grant"].is_string()),
+            "an allowed {ev} with its grant: {all:?}"
+        );
+    }
+    let every = show(&[]);
+    for ev in ["mount", "grant", "revoke"] {
+        assert!(
+            every.iter().any(|e| e["event"] == ev),
+            "no {ev} event: {every:?}"
+        );
+    }
+    // The chain verifies, and no value is anywhere in the log.
+    let o = m.env.run(&["audit", "verify"]);
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut logs = Vec::new();
+    for e in std::fs::read_dir(m.env.dir.path().join("state/hushfs/audit"))
+        .unwrap()
+        .flatten()
+    {
+        logs.extend(std::fs::read(e.path()).unwrap());
+    }
+    assert!(!logs.is_empty());
+    assert!(
+        !common::contains(&logs, b"s3cr3t-value"),
+        "a value reached the audit log"
+    );
+}
+
+#[test]
+fn an_access_that_cannot_be_recorded_is_denied() {
+    // The audit log lives on a tiny filesystem that we fill up.
+    let e = common::Env::new();
+    let state = e.dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&state)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    struct Umount(std::path::PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _guard = Umount(state.clone());
+    let m = Mount::with(e, &[("TOKEN", VALUE)], &[]);
+    let p = m.path("TOKEN");
+    assert_eq!(m.run(&["cat", &p]).stdout, VALUE);
+
+    // A run granted while the log still works waits for its cue.
+    let mut held = m
+        .env
+        .cmd(&[
+            "run",
+            "--mount",
+            m.dir.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "read x; cat \"$HUSHFS_DIR/TOKEN\"",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let granted = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        !m.mount_status()["grants"].as_array().unwrap().is_empty()
+    });
+    assert!(granted);
+
+    // Fill the filesystem.
+    let filler = state.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    use std::io::Write;
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+    drop(f);
+
+    // New grants are refused once nothing more fits (the log file's last
+    // page may take a few lines after the filesystem is full).
+    let refused = (0..40).find_map(|_| {
+        let o = m.run(&["true"]);
+        (o.status.code() == Some(1)).then(|| String::from_utf8_lossy(&o.stderr).into_owned())
+    });
+    let err = refused.expect("grants kept being accepted on a full disk");
+    assert!(err.contains("audit log cannot record"), "{err}");
+    // The earlier grant's read cannot be recorded either: denied.
+    held.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let o = held.wait_with_output().unwrap();
+    assert!(
+        o.stdout.is_empty(),
+        "read although it could not be recorded"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Permission denied"));
+
+    // Free the space: recording, and reading, work again.
+    std::fs::remove_file(&filler).unwrap();
+    let ok = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        m.run(&["cat", &p]).stdout == VALUE
+    });
+    assert!(ok, "reads did not recover once the log was writable");
 }

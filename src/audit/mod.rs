@@ -175,16 +175,6 @@ pub trait AuditSink: Send + Sync {
     }
 }
 
-/// Writes each event as one JSON line to the `log` crate (the daemon's log).
-pub struct LogSink;
-
-impl AuditSink for LogSink {
-    fn record(&self, ev: Event) -> Result<(), String> {
-        ::log::info!(target: "audit", "{}", serde_json::to_string(&ev).map_err(|e| e.to_string())?);
-        Ok(())
-    }
-}
-
 /// An event with the time it happened (stamped when recorded, not when the
 /// batch reaches the disk).
 #[derive(Clone, Debug)]

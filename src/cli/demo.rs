@@ -182,24 +182,9 @@ pub fn demo() -> Result<i32> {
         None,
     )?;
 
-    t.heading("Every decision is logged with the process that asked (values never are).")?;
-    let log = t.root.join("state/hushfs/logs");
-    let denial = std::fs::read_dir(&log)
-        .ok()
-        .and_then(|mut d| d.next())
-        .and_then(|e| e.ok())
-        .and_then(|e| std::fs::read_to_string(e.path()).ok())
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.contains("\"deny\""))
-                .map(str::to_string)
-        });
-    if let Some(l) = denial {
-        t.say(&format!(
-            "     {}",
-            l.split_once("] ").map(|x| x.1).unwrap_or(&l)
-        ))?;
-    }
+    t.heading("Every decision is in a tamper-evident (HMAC-chained) audit log, with the process that asked.")?;
+    t.hushfs(&["audit", "show", "--denied"], None)?;
+    t.hushfs(&["audit", "verify"], None)?;
 
     t.heading("Unmount: the files vanish; nothing was ever written to disk in plaintext.")?;
     t.hushfs(&["umount", "secrets"], None)?;

@@ -1,7 +1,6 @@
 //! `mount`, `umount` and the hidden `__serve` (the daemon itself).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -122,22 +121,19 @@ pub fn mount(ctx: &Ctx, a: MountArgs) -> Result<i32> {
     let threads = usize::from(a.threads);
     if a.foreground {
         init_logging();
-        daemon::serve(
-            daemon::ServeOpts {
-                mountpoint: dir,
-                vault: ctx.vault.clone(),
-                project,
-                config,
-                key: vault.key().clone(),
-                threads,
-                private: false,
-                allow_other: a.allow_other,
-                allow_root: a.allow_root,
-                ready: None,
-                log: None,
-            },
-            Arc::new(crate::audit::LogSink),
-        )?;
+        daemon::serve(daemon::ServeOpts {
+            mountpoint: dir,
+            vault: ctx.vault.clone(),
+            project,
+            config,
+            key: vault.key().clone(),
+            threads,
+            private: false,
+            allow_other: a.allow_other,
+            allow_root: a.allow_root,
+            ready: None,
+            log: None,
+        })?;
         return Ok(0);
     }
     let log = spawn::log_path(&dir);
@@ -226,22 +222,19 @@ pub fn serve(a: ServeArgs) -> Result<i32> {
         Some(p) => Config::load(p).map_err(|e| Error::usage(e.to_string()))?,
         None => Config::default(),
     };
-    daemon::serve(
-        daemon::ServeOpts {
-            mountpoint: a.mountpoint,
-            vault: a.vault,
-            project: a.project,
-            config,
-            key,
-            threads: a.threads,
-            private: a.private,
-            allow_other: a.allow_other,
-            allow_root: a.allow_root,
-            ready,
-            log: a.log,
-        },
-        Arc::new(crate::audit::LogSink),
-    )?;
+    daemon::serve(daemon::ServeOpts {
+        mountpoint: a.mountpoint,
+        vault: a.vault,
+        project: a.project,
+        config,
+        key,
+        threads: a.threads,
+        private: a.private,
+        allow_other: a.allow_other,
+        allow_root: a.allow_root,
+        ready,
+        log: a.log,
+    })?;
     Ok(0)
 }
 

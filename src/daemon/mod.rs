@@ -234,18 +234,20 @@ impl Daemon {
             label.clone(),
             None,
         );
-        self.granted(peer, id, &label);
+        if let Err(why) = self.granted(peer, id, &label) {
+            return Response::err(why);
+        }
         Response {
             grant: Some(id),
             ..Response::ok()
         }
     }
 
-    fn granted(&self, peer: control::Peer, id: u64, label: &str) {
-        self.granted_once.store(true, Ordering::Release);
-        self.wake_watcher();
+    /// Records a new grant; a grant that cannot be recorded is withdrawn
+    /// (fail closed) and the request answered with the reason.
+    fn granted(&self, peer: control::Peer, id: u64, label: &str) -> Result<(), String> {
         let (exe, cmdline) = ProcFs.describe(peer.pid);
-        let _ = self.audit.record(Event {
+        let recorded = self.audit.record(Event {
             pid: Some(peer.pid),
             uid: Some(peer.uid),
             exe,
@@ -254,7 +256,16 @@ impl Daemon {
             reason: Some(label.to_string()),
             ..self.event("grant")
         });
+        if let Err(why) = recorded {
+            self.authz.revoke(id);
+            return Err(format!(
+                "the audit log cannot record the grant ({why}): refused"
+            ));
+        }
+        self.granted_once.store(true, Ordering::Release);
+        self.wake_watcher();
         log::info!("grant {id}: {label} (asked by pid {})", peer.pid);
+        Ok(())
     }
 
     /// `hushfs allow DIR --pid PID`: a tree that run did not start, such as
@@ -283,7 +294,9 @@ impl Daemon {
             ttl.map(Duration::from_secs),
             self.authz.uids().allow_other,
         );
-        self.granted(peer, id, &label);
+        if let Err(why) = self.granted(peer, id, &label) {
+            return Response::err(why);
+        }
         Response {
             grant: Some(id),
             ..Response::ok()
@@ -346,7 +359,9 @@ impl Daemon {
             ttl.map(Duration::from_secs),
             self.authz.uids().allow_other,
         );
-        self.granted(peer, id, &label);
+        if let Err(why) = self.granted(peer, id, &label) {
+            return Response::err(why);
+        }
         Response {
             grant: Some(id),
             warning,
@@ -489,9 +504,9 @@ fn report(ready: &mut Option<File>, msg: &str) {
 
 /// Serves one mount until it is told to stop. Errors before the mount is
 /// ready are reported through `opts.ready` as well as returned.
-pub fn serve(mut opts: ServeOpts, audit: Arc<dyn AuditSink>) -> Result<()> {
+pub fn serve(mut opts: ServeOpts) -> Result<()> {
     let mut ready = opts.ready.take();
-    match serve_inner(opts, audit, &mut ready) {
+    match serve_inner(opts, &mut ready) {
         Ok(()) => Ok(()),
         Err(e) => {
             report(&mut ready, &format!("error: {e}"));
@@ -500,7 +515,7 @@ pub fn serve(mut opts: ServeOpts, audit: Arc<dyn AuditSink>) -> Result<()> {
     }
 }
 
-fn serve_inner(opts: ServeOpts, audit: Arc<dyn AuditSink>, ready: &mut Option<File>) -> Result<()> {
+fn serve_inner(opts: ServeOpts, ready: &mut Option<File>) -> Result<()> {
     let all_locked = crate::sys::harden::lock_memory_if_allowed();
     if opts.private {
         // The `run` that started us may die by SIGKILL: take that as a stop.
@@ -510,6 +525,17 @@ fn serve_inner(opts: ServeOpts, audit: Arc<dyn AuditSink>, ready: &mut Option<Fi
     let mp = opts.mountpoint.clone();
     let sealed = Sealed::read(&opts.vault)?;
     let vault_id = sealed.header().id_hex();
+    // Every decision goes to the vault's tamper-evident log. No log, no
+    // mount: an access that cannot be recorded is refused anyway.
+    let audit_log = Arc::new(
+        crate::audit::AuditLog::open(
+            &sealed.header().vault_id,
+            Some(&opts.key),
+            Default::default(),
+        )
+        .map_err(|e| Error::Other(format!("cannot open the audit log: {e}")))?,
+    );
+    let audit: Arc<dyn AuditSink> = audit_log.clone();
     let files = load(&opts.vault, &opts.key, &opts.project, &opts.config)?;
     if !all_locked {
         lock_contents(&files);
@@ -722,6 +748,11 @@ fn serve_inner(opts: ServeOpts, audit: Arc<dyn AuditSink>, ready: &mut Option<Fi
         let _ = std::fs::remove_dir(&mp);
     }
     let _ = audit.record(d.event("umount"));
+    // The session (and with it the fs and its Arc of the sink) is leaked
+    // below, so write what is queued now.
+    if let Err(e) = audit_log.flush() {
+        log::error!("audit log: {e}");
+    }
     // The mount is gone (or detached) already; fuser's drop would try to
     // unmount a second time and log EINVAL, or join threads that still
     // serve files open elsewhere until this process exits.
