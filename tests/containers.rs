@@ -139,6 +139,11 @@ fn allow_cgroup_admits_members_only_and_revoke_and_ttl_end_it() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // Root may write into the group: hushfs grants it but says so.
     assert!(String::from_utf8_lossy(&o.stderr).contains("warning"));
+    let o = m.env.run(&["audit", "show", "--json"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("\"event\":\"grant\""),
+        "the grant is audited"
+    );
     let st = grants(&m);
     assert_eq!(st[0]["cgroup"], cg.path.as_str());
     assert!(st[0]["matches"].as_str().unwrap().contains("cgroup"));
@@ -336,7 +341,7 @@ fn without_allow_other_a_granted_container_of_another_uid_is_refused() {
 }
 
 #[test]
-fn docker_run_script_grants_the_container_for_its_lifetime() {
+fn container_script_grants_the_container_for_its_lifetime() {
     let m = Mount::with(
         Env::new(),
         &[("DB_PASSWORD", b"pg-pass-123")],
@@ -345,7 +350,8 @@ fn docker_run_script_grants_the_container_for_its_lifetime() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_hushfs")).parent().unwrap();
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
-    let out = Command::new(root.join("mountscripts/hushfs-docker-run"))
+    let out = Command::new(root.join("mountscripts/hushfs-container"))
+        .arg("run")
         .arg(&m.dir)
         .args([
             "--user",
@@ -406,5 +412,50 @@ fn docker_run_script_grants_the_container_for_its_lifetime() {
     assert_eq!(
         read_err(&m.outsider(&["read", &m.path("DB_PASSWORD")])).as_deref(),
         Some("EACCES")
+    );
+}
+
+#[test]
+fn container_script_compose_mode_with_the_example_file() {
+    let m = Mount::with(
+        Env::new(),
+        &[("DB_PASSWORD", b"pg-from-compose")],
+        &["--allow-other"],
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_hushfs")).parent().unwrap();
+    let out = Command::new(root.join("mountscripts/hushfs-container"))
+        .arg("compose")
+        .arg(&m.dir)
+        .arg("-f")
+        .arg(root.join("mountscripts/compose/docker-compose.yml"))
+        .args([
+            "run",
+            "--rm",
+            "db",
+            "sh",
+            "-c",
+            "cat \"$POSTGRES_PASSWORD_FILE\"",
+        ])
+        .env(
+            "PATH",
+            format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap()),
+        )
+        .env("DOCKER", root.join("tests/helpers/fake-docker"))
+        .env("HUSHFS_VAULT", &m.env.vault)
+        .env("HUSHFS_KEYCHAIN", "off")
+        .env("XDG_RUNTIME_DIR", m.env.dir.path().join("run"))
+        .env("XDG_STATE_HOME", m.env.dir.path().join("state"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"pg-from-compose");
+    assert!(
+        grants(&m).is_empty(),
+        "the grant ends with the compose command"
     );
 }

@@ -296,7 +296,7 @@ fn every_decision_is_in_the_audit_log_and_it_verifies() {
         );
     }
     let every = show(&[]);
-    for ev in ["mount", "grant", "revoke"] {
+    for ev in ["mount", "run", "revoke"] {
         assert!(
             every.iter().any(|e| e["event"] == ev),
             "no {ev} event: {every:?}"

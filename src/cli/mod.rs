@@ -5,6 +5,7 @@
 mod allow;
 mod audit;
 mod demo;
+mod extras;
 pub mod mount;
 mod run;
 mod secrets;
@@ -80,6 +81,10 @@ pub enum Command {
     Revoke(allow::RevokeArgs),
     /// A guided tour on a throwaway vault
     Demo,
+    /// Print shell completions (see README: Install)
+    Completions(extras::CompletionsArgs),
+    /// Print the man page, or write all of them with --dir
+    Man(extras::ManArgs),
     /// The mount daemon (started by `mount` and `run`)
     #[command(name = "__serve", hide = true)]
     Serve(mount::ServeArgs),
@@ -121,6 +126,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Allow(a) => allow::allow(&ctx, a),
         Command::Revoke(a) => allow::revoke(&ctx, a),
         Command::Demo => demo::demo(),
+        Command::Completions(a) => extras::completions(a),
+        Command::Man(a) => extras::man(a),
         Command::Serve(a) => mount::serve(a),
         Command::Audit(a) => audit::audit(&ctx, a),
     }

@@ -234,7 +234,7 @@ impl Daemon {
             label.clone(),
             None,
         );
-        if let Err(why) = self.granted(peer, id, &label) {
+        if let Err(why) = self.granted(peer, id, &label, "run") {
             return Response::err(why);
         }
         Response {
@@ -245,7 +245,13 @@ impl Daemon {
 
     /// Records a new grant; a grant that cannot be recorded is withdrawn
     /// (fail closed) and the request answered with the reason.
-    fn granted(&self, peer: control::Peer, id: u64, label: &str) -> Result<(), String> {
+    fn granted(
+        &self,
+        peer: control::Peer,
+        id: u64,
+        label: &str,
+        event: &str,
+    ) -> Result<(), String> {
         let (exe, cmdline) = ProcFs.describe(peer.pid);
         let recorded = self.audit.record(Event {
             pid: Some(peer.pid),
@@ -254,7 +260,7 @@ impl Daemon {
             cmdline,
             grant: Some(id.to_string()),
             reason: Some(label.to_string()),
-            ..self.event("grant")
+            ..self.event(event)
         });
         if let Err(why) = recorded {
             self.authz.revoke(id);
@@ -294,7 +300,7 @@ impl Daemon {
             ttl.map(Duration::from_secs),
             self.authz.uids().allow_other,
         );
-        if let Err(why) = self.granted(peer, id, &label) {
+        if let Err(why) = self.granted(peer, id, &label, "grant") {
             return Response::err(why);
         }
         Response {
@@ -359,7 +365,7 @@ impl Daemon {
             ttl.map(Duration::from_secs),
             self.authz.uids().allow_other,
         );
-        if let Err(why) = self.granted(peer, id, &label) {
+        if let Err(why) = self.granted(peer, id, &label, "grant") {
             return Response::err(why);
         }
         Response {

@@ -1,0 +1,257 @@
+//! The files in mountscripts/ work: the systemd user unit verifies and its
+//! commands mount and unmount; the direnv helper mounts on entering a
+//! directory and exports the path, never values (issue test 5).
+
+mod common;
+use common::mount::is_mounted;
+use common::*;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_hushfs"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+#[test]
+fn systemd_unit_verifies_cleanly() {
+    let e = Env::empty();
+    let home = e.path("home");
+    std::fs::create_dir_all(home.join(".cargo/bin")).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_hushfs"), home.join(".cargo/bin/hushfs"))
+        .unwrap();
+    let units = e.path("units");
+    std::fs::create_dir(&units).unwrap();
+    let unit = units.join("hushfs@myapp.service");
+    std::fs::copy(root().join("mountscripts/hushfs@.service"), &unit).unwrap();
+    std::fs::create_dir(e.path("run")).unwrap();
+    let o = Command::new("systemd-analyze")
+        .args(["verify", "--user"])
+        .arg(&unit)
+        .env("HOME", &home)
+        .env("XDG_RUNTIME_DIR", e.path("run"))
+        .output()
+        .expect("systemd-analyze (package systemd) is installed by .ci/install-deps");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    // Unknown keys and bad values are only warnings: demand none.
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("hushfs@")).collect();
+    assert!(warnings.is_empty(), "{err}");
+}
+
+/// The unit's Exec*= command lines with %h, %t and %i expanded.
+fn unit_commands(home: &Path, runtime: &Path, instance: &str) -> Vec<(String, Vec<String>)> {
+    let text = std::fs::read_to_string(root().join("mountscripts/hushfs@.service")).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("Exec"))
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap();
+            let v = v
+                .trim_start_matches('-')
+                .replace("%h", home.to_str().unwrap())
+                .replace("%t", runtime.to_str().unwrap())
+                .replace("%i", instance);
+            (
+                k.to_string(),
+                v.split_whitespace().map(str::to_string).collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn systemd_unit_commands_mount_and_stop_cleanly() {
+    let e = Env::new();
+    e.set("myapp/TOKEN", b"unit-secret");
+    let home = e.path("home");
+    std::fs::create_dir_all(home.join(".cargo/bin")).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_hushfs"), home.join(".cargo/bin/hushfs"))
+        .unwrap();
+    let runtime = e.path("run");
+    let cmds = unit_commands(&home, &runtime, "myapp");
+    let get = |k: &str| {
+        cmds.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    let run = |argv: &[String]| {
+        let mut c = Command::new(&argv[0]);
+        c.args(&argv[1..])
+            .env("HUSHFS_VAULT", &e.vault)
+            .env("HUSHFS_PASSPHRASE_FILE", &e.pass_file)
+            .env("HUSHFS_KEYCHAIN", "off")
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env("XDG_STATE_HOME", e.path("state"));
+        c
+    };
+    assert!(run(&get("ExecStartPre")).status().unwrap().success());
+    // ExecStart stays in the foreground, as Type=exec expects.
+    let mut daemon = run(&get("ExecStart"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mnt = runtime.join("hushfs/mnt/myapp");
+    assert!(
+        wait_until(Duration::from_secs(10), || is_mounted(&mnt)),
+        "not mounted"
+    );
+    let o = e
+        .cmd(&[
+            "run",
+            "--mount",
+            mnt.to_str().unwrap(),
+            "--",
+            "cat",
+            mnt.join("TOKEN").to_str().unwrap(),
+        ])
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.stdout,
+        b"unit-secret",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // systemctl stop sends SIGTERM (KillSignal=): a clean unmount.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(daemon.wait().unwrap().success());
+    assert!(!is_mounted(&mnt));
+    // ExecStopPost has nothing left to do, and says so without failing the unit (its `-` prefix).
+    let _ = run(&get("ExecStopPost")).output().unwrap();
+}
+
+#[test]
+fn direnv_helper_mounts_on_entry_and_exports_only_the_path() {
+    let e = Env::new();
+    e.set("app/TOKEN", b"direnv-secret-value");
+    let repo = e.path("repo");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(repo.join(".envrc"), "use hushfs app\n").unwrap();
+    let config = e.path("config/direnv");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("direnvrc"),
+        format!(
+            "source '{}'\n",
+            root().join("mountscripts/hushfs-direnv.sh").display()
+        ),
+    )
+    .unwrap();
+    let direnv = |args: &[&str]| {
+        Command::new("direnv")
+            .args(args)
+            .current_dir(&repo)
+            .env("HOME", e.path("home"))
+            .env("XDG_CONFIG_HOME", e.path("config"))
+            .env("XDG_DATA_HOME", e.path("data-direnv"))
+            .env(
+                "PATH",
+                format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap()),
+            )
+            .env("HUSHFS_VAULT", &e.vault)
+            .env("HUSHFS_PASSPHRASE_FILE", &e.pass_file)
+            .env("HUSHFS_KEYCHAIN", "off")
+            .env("XDG_RUNTIME_DIR", e.path("run"))
+            .env("XDG_STATE_HOME", e.path("state"))
+            .output()
+            .expect("direnv is installed by .ci/install-deps")
+    };
+    let o = direnv(&["allow", repo.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = direnv(&[
+        "exec",
+        repo.to_str().unwrap(),
+        "sh",
+        "-c",
+        "printf '%s\\n' \"$HUSHFS_DIR\"; env",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let dir = PathBuf::from(out.lines().next().unwrap());
+    assert_eq!(dir, repo.join(".hushfs"));
+    assert!(is_mounted(&dir), "the helper mounted the project");
+    assert!(
+        !out.contains("direnv-secret-value"),
+        "a value reached the environment"
+    );
+    // Entering again reuses the live mount.
+    let o = direnv(&["exec", repo.to_str().unwrap(), "true"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = e.cmd(&["umount", dir.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success());
+}
+
+#[test]
+fn completions_and_man_pages_install_and_render() {
+    let e = Env::empty();
+    let share = e.path("share");
+    let o = Command::new(root().join("mountscripts/install-extras"))
+        .env("HUSHFS", env!("CARGO_BIN_EXE_hushfs"))
+        .env("XDG_DATA_HOME", &share)
+        .env_remove("PREFIX")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bash = std::fs::read_to_string(share.join("bash-completion/completions/hushfs")).unwrap();
+    for sub in ["mount", "umount", "run", "allow", "revoke", "audit"] {
+        assert!(bash.contains(sub), "bash completion lacks {sub}");
+    }
+    assert!(share.join("zsh/site-functions/_hushfs").is_file());
+    assert!(
+        share
+            .join("fish/vendor_completions.d/hushfs.fish")
+            .is_file()
+    );
+    // bash accepts the script.
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source '{}' && complete -p hushfs",
+            share.join("bash-completion/completions/hushfs").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // man renders the pages, the per-command ones included.
+    for page in ["hushfs.1", "hushfs-run.1", "hushfs-allow.1"] {
+        let o = Command::new("man")
+            .arg("-l")
+            .arg(share.join("man/man1").join(page))
+            .env("MANWIDTH", "100")
+            .env("MANPAGER", "cat")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && text.contains("SYNOPSIS"),
+            "{page}: {text}"
+        );
+    }
+    let allow = std::fs::read_to_string(share.join("man/man1/hushfs-allow.1")).unwrap();
+    assert!(allow.contains("cgroup"));
+}
