@@ -253,6 +253,19 @@ fn a_user_writable_cgroup_is_refused() {
         .success()
     );
     assert!(as_nobody(&["set", "app/TOKEN"], b"v").status.success());
+    // --allow-other needs user_allow_other in /etc/fuse.conf (absent here).
+    assert!(
+        !Path::new("/etc/fuse.conf").exists()
+            || !std::fs::read_to_string("/etc/fuse.conf")
+                .unwrap()
+                .contains("\nuser_allow_other")
+    );
+    let o = as_nobody(&["mount", m, "-p", "app", "--allow-other"], b"");
+    let msg = assert_clean_failure(&o, 2, &[]);
+    assert!(
+        msg.contains("user_allow_other") && msg.contains("/etc/fuse.conf"),
+        "{msg}"
+    );
     let o = as_nobody(&["mount", m, "-p", "app"], b"");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = as_nobody(&["allow", m, "--cgroup", &cg.path], b"");
