@@ -111,10 +111,17 @@ fn systemd_unit_commands_mount_and_stop_cleanly() {
         .spawn()
         .unwrap();
     let mnt = runtime.join("hushfs/mnt/myapp");
-    assert!(
-        wait_until(Duration::from_secs(10), || is_mounted(&mnt)),
-        "not mounted"
-    );
+    // Ready once `hushfs status` lists it (the kernel mount comes first).
+    let listed = || {
+        let o = e
+            .cmd(&["status", "--json"])
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).contains(mnt.to_str().unwrap())
+    };
+    assert!(wait_until(Duration::from_secs(10), listed), "not mounted");
+    assert!(is_mounted(&mnt));
     let o = e
         .cmd(&[
             "run",
