@@ -3,8 +3,11 @@
 //! an exit code; `main.rs` only parses and maps errors to exit codes.
 
 mod demo;
+mod hook;
 pub mod mount;
+mod policy;
 mod run;
+mod scan;
 mod secrets;
 mod status;
 mod unlock;
@@ -72,6 +75,14 @@ pub enum Command {
     Umount(mount::UmountArgs),
     /// Run a command whose process tree may read the project's files
     Run(run::RunArgs),
+    /// Look for managed secret values (and encodings) in changes or files
+    Scan(scan::ScanArgs),
+    /// Git hooks that block commits and pushes carrying secret values
+    #[command(subcommand)]
+    Hook(hook::HookCmd),
+    /// Which commands `run` may start for a project, and what they may read
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
     /// A guided tour on a throwaway vault
     Demo,
     /// The mount daemon (started by `mount` and `run`)
@@ -110,6 +121,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Mount(a) => mount::mount(&ctx, a),
         Command::Umount(a) => mount::umount(&ctx, a),
         Command::Run(a) => run::run(&ctx, a),
+        Command::Scan(a) => scan::scan(&ctx, a),
+        Command::Hook(c) => hook::hook(&ctx, c),
+        Command::Policy(c) => policy::policy(&ctx, c),
         Command::Demo => demo::demo(),
         Command::Serve(a) => mount::serve(a),
     }
