@@ -81,6 +81,9 @@ pub struct Rule {
     /// May `hushfs run --env` pass values (those allowed by `secrets`)?
     #[serde(default, skip_serializing_if = "is_false")]
     pub env: bool,
+    /// May `hushfs run --no-redact` show this command's output unredacted?
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub unredacted: bool,
 }
 
 /// How the kernel starts a script: `exe` runs with `argv[0]` named `name`,
@@ -532,12 +535,16 @@ impl CommandSource for ProcCommands {
     }
 }
 
+/// (pid, start time) of a command process → the rule it matched, and when
+/// that was found out.
+type Seen = HashMap<(u32, u64), (Option<usize>, Instant)>;
+
 /// The daemon's side: decides, for an access already allowed by the
 /// grant, whether the policy allows it too.
 pub struct Enforcer {
     compiled: Compiled,
     source: Box<dyn CommandSource>,
-    cache: Mutex<HashMap<(u32, u64), (Option<usize>, Instant)>>,
+    cache: Mutex<Seen>,
 }
 
 impl Enforcer {

@@ -76,6 +76,18 @@ fn run_refuses_commands_the_policy_does_not_list() {
         .run(&["run", "-p", "app", "--env", "--", "cat", "/dev/null"]);
     let msg = assert_clean_failure(&o, 1, &[VALUE]);
     assert!(msg.contains("--env"), "{msg}");
+    // Unredacted output needs the rule's consent too.
+    let o = m.env.run(&[
+        "run",
+        "--mount",
+        m.dir.to_str().unwrap(),
+        "--no-redact",
+        "--",
+        "cat",
+        &m.path("TOKEN"),
+    ]);
+    let msg = assert_clean_failure(&o, 1, &[VALUE]);
+    assert!(msg.contains("--no-redact"), "{msg}");
 }
 
 #[test]

@@ -191,6 +191,82 @@ fn on_a_terminal_the_command_gets_a_pty_that_follows_resizes() {
     assert!(!contains(&all, VALUE));
 }
 
+/// `hushfs run -p app -- sh -c SCRIPT` with stdin, stdout and stderr on a
+/// fresh pty, as in a terminal; returns the child, the master and what it
+/// reads from the master.
+fn on_terminal(e: &Env, script: &str) -> (std::process::Child, OwnedFd, Arc<Mutex<Vec<u8>>>) {
+    let pty = nix::pty::openpty(None, None).unwrap();
+    set_size(&pty.master, 24, 80);
+    let slave = || Stdio::from(pty.slave.try_clone().unwrap());
+    let child = e
+        .cmd(&["run", "-p", "app", "--", "sh", "-c", script])
+        .stdin(slave())
+        .stdout(slave())
+        .stderr(slave())
+        .spawn()
+        .unwrap();
+    drop(pty.slave);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    {
+        let seen = seen.clone();
+        let mut master = std::fs::File::from(pty.master.try_clone().unwrap());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = master.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+    }
+    (child, pty.master, seen)
+}
+
+fn wait_for(seen: &Mutex<Vec<u8>>, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&seen.lock().unwrap()).contains(what) {
+        assert!(
+            Instant::now() < deadline,
+            "no {what:?} in {:?}",
+            String::from_utf8_lossy(&seen.lock().unwrap())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn interactive_commands_read_keys_and_get_ctrl_c() {
+    let e = env();
+    // A program that reads a line from its terminal.
+    let (mut child, master, seen) = on_terminal(
+        &e,
+        r#"test -t 0 && echo stdin-tty; printf 'name? '; read name; echo "hi $name $(cat "$HUSHFS_DIR/TOKEN")""#,
+    );
+    wait_for(&seen, "name? ");
+    let mut m = std::fs::File::from(master.try_clone().unwrap());
+    std::io::Write::write_all(&mut m, b"alice\r").unwrap();
+    wait_for(&seen, "hi alice [hushfs:TOKEN]");
+    assert!(child.wait().unwrap().success());
+    let s = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    assert!(s.contains("stdin-tty"), "{s}");
+    assert!(
+        s.contains("alice"),
+        "the terminal echoes what was typed: {s}"
+    );
+    assert!(!contains(&seen.lock().unwrap(), VALUE));
+
+    // ^C typed on the terminal interrupts the command.
+    let (mut child, master, seen) = on_terminal(&e, "echo ready; exec sleep 30");
+    wait_for(&seen, "ready");
+    let mut m = std::fs::File::from(master);
+    std::io::Write::write_all(&mut m, b"\x03").unwrap();
+    let started = Instant::now();
+    let status = child.wait().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130), "killed by SIGINT");
+}
+
 #[test]
 fn live_mount_without_the_key_warns_once() {
     let m = Mount::new(&[("TOKEN", VALUE)]);

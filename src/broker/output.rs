@@ -3,14 +3,19 @@
 //! colours, line buffering, curses programs); otherwise to pipes. One
 //! thread per source reads, redacts and writes each chunk at once.
 //!
-//! Only output passes through the pty. The command keeps run's stdin and
-//! controlling terminal, so keyboard signals, job control and programs that
-//! switch the terminal to raw mode work as before; the pty itself is made
-//! raw (transparent), leaving all output processing to the real terminal,
-//! and its size follows the real terminal's (`sync_size` on SIGWINCH).
+//! With stdin a terminal too, the command gets the pty as its controlling
+//! terminal and stdin (its own session, the user's terminal settings):
+//! programs that read keys from their terminal (less, vim, REPLs, password
+//! prompts) work, and ^C reaches them through the pty. `run` then puts the
+//! real terminal in raw mode, forwards keystrokes, and restores the mode
+//! when the command is done. Without a terminal on stdin there is nothing
+//! to forward: the pty only carries output, in raw (transparent) mode, and
+//! the real terminal stays as it is. The pty's size follows the real
+//! terminal's (`sync_size` on SIGWINCH).
 
 use std::io::IsTerminal;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +40,9 @@ pub struct Plan {
     sources: Vec<(OwnedFd, RawFd)>,
     child_stdout: OwnedFd,
     child_stderr: Option<OwnedFd>,
+    /// Interactive: the pty is also the command's stdin and controlling
+    /// terminal.
+    child_stdin: Option<OwnedFd>,
     pty: Option<Arc<OwnedFd>>,
 }
 
@@ -88,13 +96,31 @@ impl Plan {
                 .map_err(|e| Error::Other(format!("cannot open a pty: {e}")))?;
             cloexec(&pty.master)?;
             cloexec(&pty.slave)?;
-            // Transparent: no echo, no line editing, no output processing
-            // (the real terminal does that, as the command set it up).
-            let mut t = nix::sys::termios::tcgetattr(&pty.slave)
-                .map_err(|e| Error::Other(format!("tcgetattr: {e}")))?;
-            nix::sys::termios::cfmakeraw(&mut t);
+            let interactive = std::io::stdin().is_terminal();
+            let t = if interactive {
+                // The user's settings (echo, line editing, ^C): the pty's
+                // line discipline does their work now.
+                nix::sys::termios::tcgetattr(std::io::stdin())
+            } else {
+                // Transparent: no echo, no line editing, no output
+                // processing (the real terminal does that).
+                nix::sys::termios::tcgetattr(&pty.slave).map(|mut t| {
+                    nix::sys::termios::cfmakeraw(&mut t);
+                    t
+                })
+            }
+            .map_err(|e| Error::Other(format!("tcgetattr: {e}")))?;
             nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &t)
                 .map_err(|e| Error::Other(format!("tcsetattr: {e}")))?;
+            let child_stdin = if interactive {
+                Some(
+                    pty.slave
+                        .try_clone()
+                        .map_err(|e| Error::Other(format!("dup: {e}")))?,
+                )
+            } else {
+                None
+            };
             let master = Arc::new(pty.master);
             let read_master = master
                 .try_clone()
@@ -117,6 +143,7 @@ impl Plan {
                 sources,
                 child_stdout: pty.slave,
                 child_stderr,
+                child_stdin,
                 pty: Some(master),
             });
         }
@@ -129,6 +156,7 @@ impl Plan {
             sources,
             child_stdout: out_w,
             child_stderr: Some(err_w),
+            child_stdin: None,
             pty: None,
         })
     }
@@ -150,6 +178,22 @@ impl Plan {
         if let Some(e) = &self.child_stderr {
             c.stderr(Stdio::from(dup(e)?));
         }
+        if let Some(i) = &self.child_stdin {
+            c.stdin(Stdio::from(dup(i)?));
+            // SAFETY: runs in the child between fork and exec, after stdin
+            // became the pty slave; setsid and ioctl are async-signal-safe
+            // and touch only the child.
+            unsafe {
+                c.pre_exec(|| {
+                    // A session of its own, with the pty as controlling
+                    // terminal: ^C and the pty's size reach the command.
+                    if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         Ok(())
     }
 
@@ -158,6 +202,20 @@ impl Plan {
         // Our own copies of the child's ends must close, or EOF never comes.
         drop(self.child_stdout);
         drop(self.child_stderr);
+        let interactive = self.child_stdin.is_some();
+        drop(self.child_stdin);
+        let raw = match (&self.pty, interactive) {
+            (Some(master), true) => RawTerminal::enter().inspect(|_| {
+                if let Ok(m) = master.try_clone() {
+                    // Blocks in read(0) until a key comes; it is not
+                    // joined (run exits when the command is done).
+                    let _ = std::thread::Builder::new()
+                        .name("keys".into())
+                        .spawn(move || forward_keys(m));
+                }
+            }),
+            _ => None,
+        };
         let exited = Arc::new(AtomicBool::new(false));
         let threads = self
             .sources
@@ -175,6 +233,53 @@ impl Plan {
             threads,
             exited,
             _pty: self.pty,
+            raw,
+        }
+    }
+}
+
+/// The real terminal in raw mode while keys are forwarded to the pty;
+/// restored when dropped.
+struct RawTerminal {
+    saved: nix::sys::termios::Termios,
+}
+
+impl RawTerminal {
+    fn enter() -> Option<RawTerminal> {
+        use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+        let saved = tcgetattr(std::io::stdin()).ok()?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(std::io::stdin(), SetArg::TCSADRAIN, &raw).ok()?;
+        Some(RawTerminal { saved })
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin(),
+            nix::sys::termios::SetArg::TCSADRAIN,
+            &self.saved,
+        );
+    }
+}
+
+/// Copies keystrokes from run's terminal to the pty.
+fn forward_keys(master: OwnedFd) {
+    let mut buf = Zeroizing::new([0u8; 4096]);
+    // SAFETY: fd 0 is run's stdin, a terminal, open for the whole process.
+    let stdin = unsafe { BorrowedFd::borrow_raw(libc::STDIN_FILENO) };
+    loop {
+        match nix::unistd::read(stdin, &mut buf[..]) {
+            Ok(0) => return,
+            Ok(n) => {
+                if !write_all(master.as_fd(), &buf[..n]) {
+                    return;
+                }
+            }
+            Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {}
+            Err(_) => return,
         }
     }
 }
@@ -183,15 +288,18 @@ pub struct Running {
     threads: Vec<JoinHandle<()>>,
     exited: Arc<AtomicBool>,
     _pty: Option<Arc<OwnedFd>>,
+    raw: Option<RawTerminal>,
 }
 
 impl Running {
-    /// The command has exited: copy what is left, then return.
+    /// The command has exited: copy what is left, restore the terminal,
+    /// then return.
     pub fn finish(self) {
         self.exited.store(true, Ordering::Release);
         for t in self.threads {
             let _ = t.join();
         }
+        drop(self.raw);
     }
 }
 

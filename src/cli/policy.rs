@@ -25,7 +25,8 @@ Example:
 `argv` is a prefix: the program (resolved through PATH now) and the first
 arguments. `files` are mount paths (`*`, `?`, `**`); `secrets`, if given,
 limits which secrets a readable file may contain; `\"env\": true` lets
-`run --env` pass those values. See docs/AGENTS.md.")]
+`run --env` pass those values, `\"unredacted\": true` lets `run --no-redact`
+show the command's output as it is. See docs/AGENTS.md.")]
     Set {
         project: String,
         /// The policy file [default: stdin]

@@ -119,7 +119,7 @@ fn check_policy(v: &Vault, project: &str, cmd: &[OsString]) -> Result<Option<(Ru
 }
 
 fn matcher(v: &Vault, project: &str) -> Arc<Matcher> {
-    let values = v
+    let values: Vec<(String, &[u8])> = v
         .secrets
         .project(project)
         .map(|p| {
@@ -128,7 +128,7 @@ fn matcher(v: &Vault, project: &str) -> Arc<Matcher> {
                 .map(|(n, e)| (n.clone(), e.value.expose()))
                 .collect()
         })
-        .unwrap_or_else(Vec::new);
+        .unwrap_or_default();
     Arc::new(Matcher::new(values))
 }
 
@@ -139,11 +139,7 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
             let project = a.project.clone().or_else(|| mount_project(m));
             // Values for redaction, the policy and --env, if the key is at
             // hand; without it the daemon still enforces the policy.
-            let vault = if a.no_redact && !a.env {
-                None
-            } else {
-                open_without_prompt(ctx)
-            };
+            let vault = open_without_prompt(ctx);
             (None, project, vault)
         }
         None => {
@@ -172,6 +168,15 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
         },
         _ => None,
     };
+    if a.no_redact
+        && let Some((rule, _)) = &allowed
+        && !rule.unredacted
+    {
+        return Err(Error::Denied(format!(
+            "the run policy of project {} does not let this command run with --no-redact",
+            project.as_deref().unwrap_or_default()
+        )));
+    }
     let env = if a.env {
         let p = project
             .as_deref()

@@ -235,6 +235,7 @@ fn files_and_secrets_limits() {
         files: vec![".env".into(), "conf/*.json".into()],
         secrets: Some(vec!["DB".into()]),
         env: false,
+        unredacted: false,
     };
     assert!(r.allows_file(".env", &["DB".into()]));
     assert!(

@@ -372,7 +372,7 @@ fn base64_core(
         .encode_slice(src.as_slice(), enc.as_mut_slice())
         .expect("buffer sized by encoded_len");
     let front = [0, 2, 3][align];
-    let back = usize::from(src.len() % 3 != 0);
+    let back = usize::from(!src.len().is_multiple_of(3));
     if n < front + back {
         return Zeroizing::new(Vec::new());
     }
