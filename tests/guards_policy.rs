@@ -47,12 +47,12 @@ fn run_refuses_commands_the_policy_does_not_list() {
 
     // Allowed: cat reads TOKEN (the output is redacted, which shows the
     // value was read).
-    let o = m.run(&["cat", &m.path("TOKEN")]);
+    let o = m.run_redacted(&["cat", &m.path("TOKEN")]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(o.stdout, b"[hushfs:TOKEN]");
 
     // Another command: refused before it starts.
-    let o = m.run(&["head", "-c", "100", &m.path("TOKEN")]);
+    let o = m.run_redacted(&["head", "-c", "100", &m.path("TOKEN")]);
     let msg = assert_clean_failure(&o, 1, &[VALUE]);
     assert!(
         msg.contains("run policy of project app does not allow `head"),
@@ -63,7 +63,7 @@ fn run_refuses_commands_the_policy_does_not_list() {
 
     // The allowed command, on a file its rule does not list: the daemon
     // refuses the read.
-    let o = m.run(&["cat", &m.path("OTHER")]);
+    let o = m.run_redacted(&["cat", &m.path("OTHER")]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("Permission denied"));
     assert!(!contains(&o.stdout, OTHER));

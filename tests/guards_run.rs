@@ -283,7 +283,7 @@ fn live_mount_without_the_key_warns_once() {
     assert_eq!(err.matches("output is not redacted").count(), 1, "{err}");
     assert_eq!(o.stdout, VALUE);
     // With the key at hand, the same command is redacted.
-    let o = m.run(&["cat", &p]);
+    let o = m.run_redacted(&["cat", &p]);
     assert_eq!(o.stdout, b"[hushfs:TOKEN]");
     assert!(
         o.stderr.is_empty(),

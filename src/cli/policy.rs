@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use super::{Ctx, out};
+use crate::daemon::protocol::Request;
 use crate::error::{Error, Result};
 use crate::policy::{FIELD, Lookup, Policy};
 use crate::vault::{Sealed, names, store, unlock};
@@ -53,19 +54,30 @@ pub fn policy(ctx: &Ctx, cmd: PolicyCmd) -> Result<i32> {
             let p = Policy::parse_input(&text, &Lookup::current())?;
             let n = p.commands.len();
             change(ctx, &project, Some(p))?;
+            let mounts = reload_mounts(ctx);
             out(&format!(
-                "run policy of {project} set: {n} command(s) allowed; live mounts apply it within a second\n"
+                "run policy of {project} set: {n} command(s) allowed{mounts}\n"
             ))?;
             Ok(0)
         }
         PolicyCmd::Clear { project } => {
             names::validate("project", &project)?;
             change(ctx, &project, None)?;
+            let mounts = reload_mounts(ctx);
             out(&format!(
-                "run policy of {project} removed: `hushfs run` may start any command\n"
+                "run policy of {project} removed: `hushfs run` may start any command{mounts}\n"
             ))?;
             Ok(0)
         }
+    }
+}
+
+/// Live mounts of this vault re-read it now rather than at their next
+/// poll, so the new policy holds when this command returns.
+fn reload_mounts(ctx: &Ctx) -> String {
+    match super::mount::notify_mounts(&ctx.vault, &Request::Reload) {
+        0 => String::new(),
+        n => format!("; {n} live mount(s) apply it now"),
     }
 }
 
