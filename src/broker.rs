@@ -3,12 +3,16 @@
 //! the mount's daemon (its own pidfd, checked against SO_PEERCRED) before
 //! the command exists, starts the command, forwards signals to it, and when
 //! it exits revokes the grant and takes down a private mount. Exits with the
-//! command's status.
+//! command's status. Its output goes through the redactor (output.rs)
+//! unless `--no-redact`.
+
+mod output;
 
 use std::ffi::OsString;
 use std::os::fd::AsRawFd;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -21,6 +25,7 @@ use signal_hook::iterator::exfiltrator::WithOrigin;
 
 use crate::daemon::{control, protocol::Request, registry, spawn};
 use crate::error::{Error, Result};
+use crate::scan::Matcher;
 use crate::secret::{Key32, SecretBytes};
 use crate::sys::pidfd::PidFd;
 
@@ -40,6 +45,11 @@ pub struct RunOpts {
     pub private: Option<Private>,
     /// Environment variables to inject (`--env`).
     pub env: Vec<(String, SecretBytes)>,
+    /// Execute this path (with `cmd[0]` as argv[0]) instead of looking
+    /// `cmd[0]` up: the program a run policy was checked against.
+    pub program: Option<PathBuf>,
+    /// Redact these values from the command's stdout and stderr.
+    pub redact: Option<Arc<Matcher>>,
 }
 
 /// Signals passed on to the command when another process sent them to us.
@@ -131,10 +141,22 @@ pub fn run(o: RunOpts) -> Result<i32> {
                         origin.cause,
                         signal_hook::low_level::siginfo::Cause::Sent(_)
                     );
+                    let mut t = target.lock();
+                    // The terminal was resized: give the command's pty the
+                    // new size, then tell the command (it may have looked
+                    // before we resized).
+                    if origin.signal == SIGWINCH
+                        && let Some(pty) = t.pty.as_ref()
+                    {
+                        output::sync_size(pty);
+                        if let Some(c) = t.child.as_ref() {
+                            let _ = c.send_signal(SIGWINCH);
+                        }
+                        continue;
+                    }
                     if !sent {
                         continue;
                     }
-                    let mut t = target.lock();
                     match t.child.as_ref() {
                         Some(c) => {
                             let _ = c.send_signal(origin.signal);
@@ -224,15 +246,31 @@ pub fn run(o: RunOpts) -> Result<i32> {
 struct Target {
     child: Option<PidFd>,
     pending: Vec<i32>,
+    /// The pty the command writes to, resized on SIGWINCH.
+    pty: Option<Arc<OwnedFd>>,
 }
 
 fn spawn_and_wait(o: &RunOpts, dir: &Path, target: &Mutex<Target>) -> Result<i32> {
-    let mut c = Command::new(&o.cmd[0]);
+    let mut c = match &o.program {
+        Some(p) => {
+            let mut c = Command::new(p);
+            c.arg0(&o.cmd[0]);
+            c
+        }
+        None => Command::new(&o.cmd[0]),
+    };
     c.args(&o.cmd[1..]).env("HUSHFS_DIR", dir);
     for (k, v) in &o.env {
         c.env(k, std::ffi::OsStr::from_bytes(v.expose()));
     }
-    let spawned = match c.spawn() {
+    let mut plan = o.redact.clone().map(output::Plan::new).transpose()?;
+    if let Some(p) = plan.as_mut() {
+        p.attach(&mut c)?;
+    }
+    let spawned = c.spawn();
+    // The Command holds our copies of the output's write ends.
+    drop(c);
+    let spawned = match spawned {
         Ok(ch) => ch,
         Err(e) => {
             let code = if e.kind() == std::io::ErrorKind::NotFound {
@@ -245,6 +283,8 @@ fn spawn_and_wait(o: &RunOpts, dir: &Path, target: &Mutex<Target>) -> Result<i32
         }
     };
     let pid = spawned.id();
+    let pty = plan.as_ref().and_then(|p| p.pty());
+    let copying = plan.map(output::Plan::start);
     // Our unreaped child cannot be recycled, so this pidfd is exact.
     if let Ok(fd) = PidFd::open(pid) {
         let mut t = target.lock();
@@ -252,8 +292,18 @@ fn spawn_and_wait(o: &RunOpts, dir: &Path, target: &Mutex<Target>) -> Result<i32
             let _ = fd.send_signal(s);
         }
         t.child = Some(fd);
+        t.pty = pty;
     }
-    // Reap everything (adopted orphans included) until the command exits.
+    let code = reap(pid);
+    if let Some(c) = copying {
+        c.finish();
+    }
+    code
+}
+
+/// Reaps everything (adopted orphans included) until `pid` exits; returns
+/// its status as an exit code.
+fn reap(pid: u32) -> Result<i32> {
     loop {
         let mut status = 0;
         // SAFETY: waitpid writes the status into our local.

@@ -117,6 +117,7 @@ fn set_while_mounted_shows_up_within_a_second() {
             "run",
             "--mount",
             m.dir.to_str().unwrap(),
+            "--no-redact",
             "--",
             "python3",
             h.to_str().unwrap(),

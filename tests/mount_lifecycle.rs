@@ -155,7 +155,7 @@ fn sigkill_daemon_then_remount(extra_env: &[(&str, &str)]) {
     // An authorized reader holds the file open across the kill.
     let h = helper();
     let reader = env
-        .cmd(&["run", "--mount", d, "--", "python3", "-c",
+        .cmd(&["run", "--mount", d, "--no-redact", "--", "python3", "-c",
             "import os,sys,time\nfd=os.open(sys.argv[1],os.O_RDONLY)\nprint(os.read(fd,100).decode(),flush=True)\ntime.sleep(1.5)\ntry:\n print('after',os.pread(fd,100,0).decode())\nexcept OSError as e:\n print('after-error',e.errno)",
             &format!("{d}/TOKEN")])
         .stdout(Stdio::piped())
@@ -181,7 +181,15 @@ fn sigkill_daemon_then_remount(extra_env: &[(&str, &str)]) {
     // Mounting again recovers the directory, whatever the daemon left.
     env.set("app/TOKEN", b"after-remount");
     mount(&env);
-    let o = env.run(&["run", "--mount", d, "--", "cat", &format!("{d}/TOKEN")]);
+    let o = env.run(&[
+        "run",
+        "--mount",
+        d,
+        "--no-redact",
+        "--",
+        "cat",
+        &format!("{d}/TOKEN"),
+    ]);
     assert_eq!(
         o.stdout,
         b"after-remount",
@@ -315,7 +323,15 @@ fn an_ordinary_user_mounts_with_fusermount3() {
     ok(as_nobody(&["mount", m, "-p", "app"], None));
     assert!(is_mounted(&mnt));
     let o = ok(as_nobody(
-        &["run", "--mount", m, "--", "cat", &format!("{m}/TOKEN")],
+        &[
+            "run",
+            "--mount",
+            m,
+            "--no-redact",
+            "--",
+            "cat",
+            &format!("{m}/TOKEN"),
+        ],
         None,
     ));
     assert_eq!(o.stdout, b"nobody-secret");

@@ -106,10 +106,20 @@ fn systemd_unit_commands_mount_and_stop_cleanly() {
     };
     assert!(run(&get("ExecStartPre")).status().unwrap().success());
     // ExecStart stays in the foreground, as Type=exec expects.
-    let mut daemon = run(&get("ExecStart"))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Killed on any exit of the test, so a failure leaves no daemon behind.
+    struct Daemon(std::process::Child);
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut daemon = Daemon(
+        run(&get("ExecStart"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mnt = runtime.join("hushfs/mnt/myapp");
     // Ready once `hushfs status` lists it (the kernel mount comes first).
     let listed = || {
@@ -125,6 +135,7 @@ fn systemd_unit_commands_mount_and_stop_cleanly() {
     let o = e
         .cmd(&[
             "run",
+            "--no-redact",
             "--mount",
             mnt.to_str().unwrap(),
             "--",
@@ -142,11 +153,11 @@ fn systemd_unit_commands_mount_and_stop_cleanly() {
     );
     // systemctl stop sends SIGTERM (KillSignal=): a clean unmount.
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::unistd::Pid::from_raw(daemon.0.id() as i32),
         nix::sys::signal::SIGTERM,
     )
     .unwrap();
-    assert!(daemon.wait().unwrap().success());
+    assert!(daemon.0.wait().unwrap().success());
     assert!(!is_mounted(&mnt));
     // ExecStopPost has nothing left to do, and says so without failing the unit (its `-` prefix).
     let _ = run(&get("ExecStopPost")).output().unwrap();

@@ -168,12 +168,14 @@ pub fn demo() -> Result<i32> {
             "run",
             "--mount",
             "secrets",
+            "--no-redact",
             "--",
             "cat",
             "secrets/config/database.yml",
         ],
         None,
     )?;
+    t.say("   Without --no-redact, values in the command's output become [hushfs:NAME]:")?;
     let script = "set -a; . secrets/.env; echo \"connecting to $DATABASE_URL\"";
     t.show(
         &format!("hushfs run --mount secrets -- sh -c '{script}'"),

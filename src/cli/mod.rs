@@ -6,8 +6,11 @@ mod allow;
 mod audit;
 mod demo;
 mod extras;
+mod hook;
 pub mod mount;
+mod policy;
 mod run;
+mod scan;
 mod secrets;
 mod status;
 mod unlock;
@@ -79,6 +82,14 @@ pub enum Command {
     Allow(allow::AllowArgs),
     /// Remove grants from a mount
     Revoke(allow::RevokeArgs),
+    /// Look for managed secret values (and encodings) in changes or files
+    Scan(scan::ScanArgs),
+    /// Git hooks that block commits and pushes carrying secret values
+    #[command(subcommand)]
+    Hook(hook::HookCmd),
+    /// Which commands `run` may start for a project, and what they may read
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
     /// A guided tour on a throwaway vault
     Demo,
     /// Print shell completions (see README: Install)
@@ -125,6 +136,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Run(a) => run::run(&ctx, a),
         Command::Allow(a) => allow::allow(&ctx, a),
         Command::Revoke(a) => allow::revoke(&ctx, a),
+        Command::Scan(a) => scan::scan(&ctx, a),
+        Command::Hook(c) => hook::hook(&ctx, c),
+        Command::Policy(c) => policy::policy(&ctx, c),
         Command::Demo => demo::demo(),
         Command::Completions(a) => extras::completions(a),
         Command::Man(a) => extras::man(a),

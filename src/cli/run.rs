@@ -1,7 +1,9 @@
-//! `run`: a command with access to a project's files.
+//! `run`: a command with access to a project's files, its output redacted,
+//! within the project's run policy.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Args;
 
@@ -10,8 +12,10 @@ use super::mount::{load_config, resolve_project};
 use crate::broker::{self, Private, RunOpts};
 use crate::daemon::{control, protocol::Request, registry};
 use crate::error::{Error, Result};
+use crate::policy::{CommandView, Lookup, Policy, Rule};
+use crate::scan::Matcher;
 use crate::secret::SecretBytes;
-use crate::vault::unlock;
+use crate::vault::{Sealed, Vault, keychain, unlock};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -27,6 +31,10 @@ pub struct RunArgs {
     /// hushfs.toml to use for a private mount
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Pass the command's output through unchanged (by default every
+    /// managed value, in any encoding, becomes [hushfs:NAME])
+    #[arg(long)]
+    pub no_redact: bool,
     /// The command and its arguments (after --)
     #[arg(
         required = true,
@@ -37,15 +45,18 @@ pub struct RunArgs {
     pub cmd: Vec<OsString>,
 }
 
-/// Names that can be environment variables; values without NUL.
-fn env_vars(ctx: &Ctx, project: &str) -> Result<Vec<(String, SecretBytes)>> {
-    let v = unlock::open(&ctx.vault, &ctx.keys)?;
+/// Names that can be environment variables; values without NUL; only
+/// those the policy rule lets `--env` pass, when there is one.
+fn env_vars(v: &Vault, project: &str, rule: Option<&Rule>) -> Result<Vec<(String, SecretBytes)>> {
     let p = v
         .secrets
         .project(project)
         .ok_or_else(|| Error::NotFound(format!("no project {project}: `hushfs ls` lists them")))?;
     let mut out = Vec::new();
     for (name, e) in &p.secrets {
+        if rule.is_some_and(|r| !r.allows_env(name)) {
+            continue;
+        }
         let ok_name = name
             .chars()
             .next()
@@ -60,22 +71,76 @@ fn env_vars(ctx: &Ctx, project: &str) -> Result<Vec<(String, SecretBytes)>> {
     Ok(out)
 }
 
+/// The vault with the cached key or a passphrase given without a prompt
+/// (`--passphrase-fd`, HUSHFS_PASSPHRASE_FILE): `run --mount` never needed
+/// to prompt and does not start now.
+fn open_without_prompt(ctx: &Ctx) -> Option<Vault> {
+    if ctx.keys.passphrase_fd.is_some() || std::env::var_os("HUSHFS_PASSPHRASE_FILE").is_some() {
+        return unlock::open(&ctx.vault, &ctx.keys).ok();
+    }
+    let sealed = Sealed::read(&ctx.vault).ok()?;
+    let key = keychain::load(&sealed.header().id_hex())?;
+    let secrets = sealed.open(&key).ok()?;
+    Some(Vault::from_parts(sealed, key, secrets))
+}
+
+/// The mount's project, asked of its daemon.
+fn mount_project(m: &std::path::Path) -> Option<String> {
+    let m = crate::daemon::mountpoint::absolute(m).ok()?;
+    registry::find(&m)
+        .and_then(|e| control::call(&e.socket, &Request::Status, None).ok())
+        .and_then(|r| r.status)
+        .map(|s| s.project)
+}
+
+/// The policy's verdict on the command: the rule that allows it and the
+/// program to execute. `Ok(None)` when the project has no policy.
+fn check_policy(v: &Vault, project: &str, cmd: &[OsString]) -> Result<Option<(Rule, PathBuf)>> {
+    let Some(p) = v.secrets.project(project) else {
+        return Ok(None);
+    };
+    let Some(policy) = Policy::from_meta(&p.meta).map_err(Error::usage)? else {
+        return Ok(None);
+    };
+    let (program, view) = CommandView::predict(cmd, &Lookup::current())?;
+    match policy.compile().find(&view) {
+        Some(rule) => Ok(Some((rule.clone(), program))),
+        None => Err(Error::Denied(format!(
+            "the run policy of project {project} does not allow `{}`:              `hushfs policy show {project}` lists the commands it allows",
+            cmd.iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+                .chars()
+                .take(200)
+                .collect::<String>()
+        ))),
+    }
+}
+
+fn matcher(v: &Vault, project: &str) -> Arc<Matcher> {
+    let values: Vec<(String, &[u8])> = v
+        .secrets
+        .project(project)
+        .map(|p| {
+            p.secrets
+                .iter()
+                .map(|(n, e)| (n.clone(), e.value.expose()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Arc::new(Matcher::new(values))
+}
+
 pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     let (config, config_path) = load_config(a.config.as_deref())?;
-    let (private, project) = match &a.mount {
+    let (private, project, vault) = match &a.mount {
         Some(m) => {
-            let project = match a.project.clone() {
-                Some(p) => Some(p),
-                None if a.env => {
-                    let m = crate::daemon::mountpoint::absolute(m)?;
-                    registry::find(&m)
-                        .and_then(|e| control::call(&e.socket, &Request::Status, None).ok())
-                        .and_then(|r| r.status)
-                        .map(|s| s.project)
-                }
-                None => None,
-            };
-            (None, project)
+            let project = a.project.clone().or_else(|| mount_project(m));
+            // Values for redaction, the policy and --env, if the key is at
+            // hand; without it the daemon still enforces the policy.
+            let vault = open_without_prompt(ctx);
+            (None, project, vault)
         }
         None => {
             let project = resolve_project(a.project.clone(), &config)?;
@@ -89,19 +154,71 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
                     key: v.key().clone(),
                 }),
                 Some(project),
+                Some(v),
             )
         }
     };
+    let allowed = match (&vault, &project) {
+        (Some(v), Some(p)) => match check_policy(v, p, &a.cmd) {
+            Err(Error::NotFound(msg)) => {
+                eprintln!("hushfs: cannot run {msg}");
+                return Ok(127);
+            }
+            r => r?,
+        },
+        _ => None,
+    };
+    if a.no_redact
+        && let Some((rule, _)) = &allowed
+        && !rule.unredacted
+    {
+        return Err(Error::Denied(format!(
+            "the run policy of project {} does not let this command run with --no-redact",
+            project.as_deref().unwrap_or_default()
+        )));
+    }
     let env = if a.env {
-        let p = project.ok_or_else(|| Error::usage("--env needs --project P"))?;
-        env_vars(ctx, &p)?
+        let p = project
+            .as_deref()
+            .ok_or_else(|| Error::usage("--env needs --project P"))?;
+        let v = match vault.as_ref() {
+            Some(v) => v,
+            None => &unlock::open(&ctx.vault, &ctx.keys)?,
+        };
+        let rule = allowed.as_ref().map(|(r, _)| r);
+        if rule.is_some_and(|r| !r.env) {
+            return Err(Error::Denied(format!(
+                "the run policy of project {p} does not let this command take values through --env: \
+                 read them from the mount instead"
+            )));
+        }
+        env_vars(v, p, rule)?
     } else {
         Vec::new()
     };
+    let redact = if a.no_redact {
+        None
+    } else {
+        match (&vault, &project) {
+            (Some(v), Some(p)) => Some(matcher(v, p)),
+            // No such mount: broker::run says so.
+            (_, None) => None,
+            (None, Some(_)) => {
+                eprintln!(
+                    "hushfs: warning: output is not redacted: the vault's key is not at hand \
+                     (run `hushfs unlock`, or pass --no-redact to silence this)"
+                );
+                None
+            }
+        }
+    };
+    drop(vault);
     broker::run(RunOpts {
         cmd: a.cmd,
         mount: a.mount,
         private,
         env,
+        program: allowed.map(|(_, p)| p),
+        redact,
     })
 }

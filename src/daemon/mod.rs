@@ -27,6 +27,7 @@ use crate::audit::{AuditSink, Event};
 use crate::authz::{Authorizer, CgroupAnchor, GrantKind, ProcFs, ProcSource, UidRules};
 use crate::error::{Error, Result};
 use crate::fs::SecretFs;
+use crate::policy::Policy;
 use crate::render::{self, Config, Rendered};
 use crate::secret::{Key32, SecretBytes};
 use crate::sys::pidfd::PidFd;
@@ -55,6 +56,17 @@ pub struct ServeOpts {
 
 /// Renders the project's files from the vault with `key`.
 pub fn load(vault: &Path, key: &Key32, project: &str, config: &Config) -> Result<Vec<Rendered>> {
+    load_project(vault, key, project, config).map(|(files, _)| files)
+}
+
+/// The project's files and its run policy, from one reading of the vault.
+/// A policy this version cannot read is an error (the mount fails closed).
+pub fn load_project(
+    vault: &Path,
+    key: &Key32,
+    project: &str,
+    config: &Config,
+) -> Result<(Vec<Rendered>, Option<Policy>)> {
     let sealed = Sealed::read(vault)?;
     let secrets = sealed.open(key)?;
     let p = secrets.project(project).ok_or_else(|| {
@@ -68,7 +80,13 @@ pub fn load(vault: &Path, key: &Key32, project: &str, config: &Config) -> Result
         .iter()
         .map(|(n, e)| (n.clone(), e.value.clone()))
         .collect();
-    render::render_project(&values, config).map_err(|e| Error::usage(e.to_string()))
+    let policy = Policy::from_meta(&p.meta).map_err(|e| Error::usage(format!("{project}: {e}")))?;
+    let files = render::render_project(&values, config).map_err(|e| Error::usage(e.to_string()))?;
+    Ok((files, policy))
+}
+
+fn enforcer(p: Option<Policy>) -> Option<Arc<crate::policy::Enforcer>> {
+    p.map(|p| Arc::new(crate::policy::Enforcer::new(&p)))
 }
 
 enum Stop {
@@ -127,14 +145,14 @@ impl Daemon {
             let k = key
                 .as_ref()
                 .ok_or_else(|| "locked: run `hushfs unlock`".to_string())?;
-            match load(&self.vault, k, &self.project, &self.config) {
+            match load_project(&self.vault, k, &self.project, &self.config) {
                 Ok(f) => Ok(f),
                 Err(Error::Damaged { .. }) => {
                     // After `rekey` the old key no longer opens the body:
                     // take the new one from the keychain if it is there.
                     let fresh = keychain::load(&self.vault_id)
                         .ok_or("the vault's key changed: run `hushfs unlock`")?;
-                    let f = load(&self.vault, &fresh, &self.project, &self.config)
+                    let f = load_project(&self.vault, &fresh, &self.project, &self.config)
                         .map_err(|e| e.to_string())?;
                     *key = Some(fresh);
                     Ok(f)
@@ -143,10 +161,13 @@ impl Daemon {
             }
         })();
         match result {
-            Ok(files) => {
+            Ok((files, policy)) => {
                 if !self.memory_locked {
                     lock_contents(&files);
                 }
+                // The new policy before the new files: never new files
+                // under an old policy.
+                self.fs.set_policy(enforcer(policy));
                 let (inodes, entries) = self.fs.replace(files);
                 *self.problem.lock() = None;
                 self.invalidate(&inodes, &entries);
@@ -542,7 +563,7 @@ fn serve_inner(opts: ServeOpts, ready: &mut Option<File>) -> Result<()> {
         .map_err(|e| Error::Other(format!("cannot open the audit log: {e}")))?,
     );
     let audit: Arc<dyn AuditSink> = audit_log.clone();
-    let files = load(&opts.vault, &opts.key, &opts.project, &opts.config)?;
+    let (files, policy) = load_project(&opts.vault, &opts.key, &opts.project, &opts.config)?;
     if !all_locked {
         lock_contents(&files);
     }
@@ -589,6 +610,7 @@ fn serve_inner(opts: ServeOpts, ready: &mut Option<File>) -> Result<()> {
         audit.clone(),
         files,
     ));
+    fs.set_policy(enforcer(policy));
 
     // Auto-unmount (fusermount3 unmounts when we die, even by SIGKILL) needs
     // allow_other at the kernel level; fs then checks every caller's uid.

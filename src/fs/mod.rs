@@ -15,6 +15,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::audit::{AuditSink, Event};
 use crate::authz::{Authorizer, Caller, Decision, ProcFs, ProcSource};
+use crate::policy::Enforcer;
 use crate::render::Rendered;
 use crate::secret::SecretBytes;
 use tree::{Inodes, Node, NodeKind, Tree};
@@ -93,6 +94,8 @@ pub struct SecretFs<P: ProcSource = ProcFs> {
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
     locked: AtomicBool,
+    /// The project's run policy, applied after the grant (src/policy.rs).
+    policy: RwLock<Option<Arc<Enforcer>>>,
 }
 
 impl<P: ProcSource> SecretFs<P> {
@@ -118,6 +121,26 @@ impl<P: ProcSource> SecretFs<P> {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             locked: AtomicBool::new(false),
+            policy: RwLock::new(None),
+        }
+    }
+
+    /// Installs (or removes) the run policy; the daemon calls it whenever
+    /// it loads the vault.
+    pub fn set_policy(&self, p: Option<Arc<Enforcer>>) {
+        *self.policy.write() = p;
+    }
+
+    /// A grant admits the caller; does the project's run policy, too?
+    fn apply_policy(&self, d: &mut Decision, path: &str, secrets: &[String]) {
+        if !d.allowed {
+            return;
+        }
+        if let Some(p) = self.policy.read().as_ref()
+            && let Err(why) = p.check(d.command.as_deref(), path, secrets)
+        {
+            d.allowed = false;
+            d.reason = why;
         }
     }
 
@@ -183,6 +206,7 @@ impl<P: ProcSource> SecretFs<P> {
         } else {
             self.authz.decide(c)
         };
+        self.apply_policy(&mut d, path, secrets);
         let ev = Event {
             event: event.to_string(),
             decision: Some(if d.allowed { "allow" } else { "deny" }.to_string()),
@@ -325,7 +349,13 @@ impl<P: ProcSource> SecretFs<P> {
             return Err(FsError::Denied);
         }
         if mask & libc::R_OK != 0 {
-            let ok = !self.locked.load(Ordering::Acquire) && self.authz.decide(c).allowed;
+            let ok = !self.locked.load(Ordering::Acquire) && {
+                let mut d = self.authz.decide(c);
+                if let NodeKind::File { secrets, .. } = &n.kind {
+                    self.apply_policy(&mut d, &n.path, secrets);
+                }
+                d.allowed
+            };
             if !ok {
                 return Err(FsError::Denied);
             }

@@ -54,8 +54,22 @@ impl Mount {
         self.file(name).to_str().unwrap().to_string()
     }
 
-    /// `hushfs run --mount DIR -- CMD...`
+    /// `hushfs run --mount DIR --no-redact -- CMD...`: these tests compare
+    /// the bytes a command read (redaction has tests of its own).
     pub fn run(&self, cmd: &[&str]) -> Output {
+        let mut args = vec![
+            "run",
+            "--mount",
+            self.dir.to_str().unwrap(),
+            "--no-redact",
+            "--",
+        ];
+        args.extend_from_slice(cmd);
+        self.env.run(&args)
+    }
+
+    /// `hushfs run --mount DIR -- CMD...`, output redacted.
+    pub fn run_redacted(&self, cmd: &[&str]) -> Output {
         let mut args = vec!["run", "--mount", self.dir.to_str().unwrap(), "--"];
         args.extend_from_slice(cmd);
         self.env.run(&args)

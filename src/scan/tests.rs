@@ -1,0 +1,276 @@
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use proptest::prelude::*;
+
+use super::*;
+
+const TOKEN: &[u8] = b"tok_9f8e7d6c5b4a\xfe\xff/+?&= \"\\\n\xc3\xa9x";
+
+fn matcher(values: &[(&str, &[u8])]) -> Matcher {
+    Matcher::new(values.iter().map(|(n, v)| (n.to_string(), *v)))
+}
+
+/// The single hit in `hay`, as (label, encoding).
+fn one_hit(m: &Matcher, hay: &[u8]) -> (String, Encoding) {
+    let hits = m.find_all(hay);
+    assert_eq!(
+        hits.len(),
+        1,
+        "expected one hit in {:?}",
+        String::from_utf8_lossy(hay)
+    );
+    (m.label(hits[0].secret).to_string(), hits[0].encoding)
+}
+
+#[test]
+fn raw_value_is_found_with_name_and_position() {
+    let m = matcher(&[("app/TOKEN", TOKEN)]);
+    let mut hay = b"prefix ".to_vec();
+    hay.extend_from_slice(TOKEN);
+    hay.extend_from_slice(b" suffix");
+    let hits = m.find_all(&hay);
+    assert_eq!(hits.len(), 1);
+    assert_eq!(m.label(hits[0].secret), "app/TOKEN");
+    assert_eq!(hits[0].encoding, Encoding::Raw);
+    assert_eq!((hits[0].start, hits[0].end), (7, 7 + TOKEN.len()));
+}
+
+#[test]
+fn base64_every_engine_padding_and_alignment() {
+    let m = matcher(&[("T", TOKEN)]);
+    let engines: [(&base64::engine::GeneralPurpose, Encoding); 4] = [
+        (&STANDARD, Encoding::Base64),
+        (&STANDARD_NO_PAD, Encoding::Base64),
+        (&URL_SAFE, Encoding::Base64Url),
+        (&URL_SAFE_NO_PAD, Encoding::Base64Url),
+    ];
+    for (engine, want) in engines {
+        // The value at every offset inside a longer blob, with bytes of
+        // every kind around it.
+        for before in 0..7 {
+            for after in 0..4 {
+                let mut blob: Vec<u8> = (0..before).map(|i| (i * 37 + 200) as u8).collect();
+                blob.extend_from_slice(TOKEN);
+                blob.extend((0..after).map(|i| (i * 91 + 3) as u8));
+                let text = format!("key: {} end", engine.encode(&blob));
+                let (name, enc) = one_hit(&m, text.as_bytes());
+                assert_eq!(name, "T");
+                // '+' and '/' make the standard and URL-safe forms differ.
+                assert_eq!(enc, want, "offset {before}+{after}");
+            }
+        }
+    }
+}
+
+#[test]
+fn hex_both_cases_url_and_json() {
+    let m = matcher(&[("T", TOKEN)]);
+    let lower: String = TOKEN.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        one_hit(&m, format!("0x{lower};").as_bytes()).1,
+        Encoding::Hex
+    );
+    let upper = lower.to_uppercase();
+    assert_eq!(
+        one_hit(&m, format!("={upper}=").as_bytes()).1,
+        Encoding::HexUpper
+    );
+
+    const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let url = percent_encoding::percent_encode(TOKEN, UNRESERVED).to_string();
+    let (_, e) = one_hit(&m, format!("https://x/?t={url}&a=1").as_bytes());
+    assert_eq!(e, Encoding::Url);
+    let lower_url = {
+        // %2F → %2f: some encoders write lower-case hex digits.
+        let b = url.as_bytes();
+        let mut o = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' {
+                o.push(b'%');
+                o.extend(b[i + 1..i + 3].to_ascii_lowercase());
+                i += 3;
+            } else {
+                o.push(b[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(o).unwrap()
+    };
+    assert_eq!(one_hit(&m, lower_url.as_bytes()).1, Encoding::Url);
+}
+
+#[test]
+fn json_escaping_as_serializers_write_it() {
+    let v = "pa\"ss/wörd\\\n\t\u{1}🔑end".as_bytes();
+    let m = matcher(&[("J", v)]);
+    let s = std::str::from_utf8(v).unwrap();
+    let serde = serde_json::to_string(&serde_json::json!({ "k": s })).unwrap();
+    assert_eq!(one_hit(&m, serde.as_bytes()).1, Encoding::Json);
+    // Python's json.dumps default: non-ASCII as \u escapes (surrogate pairs).
+    let ascii = "{\"k\": \"pa\\\"ss/w\\u00f6rd\\\\\\n\\t\\u0001\\ud83d\\udd11end\"}";
+    assert_eq!(one_hit(&m, ascii.as_bytes()).1, Encoding::Json);
+    // PHP: escaped slashes too.
+    let php = "\"pa\\\"ss\\/w\\u00f6rd\\\\\\n\\t\\u0001\\ud83d\\udd11end\"";
+    assert_eq!(one_hit(&m, php.as_bytes()).1, Encoding::Json);
+}
+
+#[test]
+fn short_values_are_listed_not_matched() {
+    let m = matcher(&[("PIN", b"12345"), ("LONG", b"123456")]);
+    assert_eq!(m.unscannable(), ["PIN".to_string()]);
+    assert_eq!(m.scannable(), 1);
+    let hits = m.find_all(b"12345 and 123456");
+    assert_eq!(hits.len(), 1);
+    assert_eq!(m.label(hits[0].secret), "LONG");
+}
+
+#[test]
+fn trailing_newline_is_optional() {
+    let m = matcher(&[("K", b"line-secret\n")]);
+    assert_eq!(one_hit(&m, b"x=line-secret").1, Encoding::Raw);
+    assert_eq!(one_hit(&m, b"x=line-secret\r\n").1, Encoding::Raw);
+}
+
+#[test]
+fn overlapping_values_prefer_the_longest() {
+    let m = matcher(&[("SHORT", b"abcdef"), ("LONG", b"abcdefghij")]);
+    let hits = m.find_all(b"..abcdefghij..abcdefXY");
+    let names: Vec<&str> = hits.iter().map(|h| m.label(h.secret)).collect();
+    assert_eq!(names, ["LONG", "SHORT"]);
+}
+
+#[test]
+fn redact_replaces_only_secrets() {
+    let m = matcher(&[("A", b"alpha-secret"), ("B", b"bravo-secret")]);
+    let hex_b: String = b"bravo-secret".iter().map(|b| format!("{b:02x}")).collect();
+    let input = format!("x alpha-secret y {hex_b} z \u{1b}[31mred\u{1b}[0m\n");
+    assert_eq!(
+        m.redact(input.as_bytes()),
+        b"x [hushfs:A] y [hushfs:B] z \x1b[31mred\x1b[0m\n"
+    );
+}
+
+#[test]
+fn no_secrets_matches_nothing() {
+    let m = matcher(&[]);
+    assert!(m.is_empty());
+    assert!(m.find_all(b"anything").is_empty());
+    let mut r = Redactor::new(Arc::new(m));
+    assert_eq!(r.push(b"abc"), b"abc");
+    assert_eq!(r.finish(), b"");
+}
+
+#[test]
+fn large_set_uses_the_nfa_and_still_matches() {
+    // 300 values of 1 KiB: more pattern bytes than a DFA is built for.
+    let values: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| {
+            (
+                format!("S{i}"),
+                format!("value-number-{i:05}-xyz{}", "p".repeat(1000)).into_bytes(),
+            )
+        })
+        .collect();
+    let m = Matcher::new(values.iter().map(|(n, v)| (n.clone(), v.as_slice())));
+    assert!(matches!(m.aut, Some(Aut::Nfa(_))));
+    let hay = format!(
+        "a {} b {}",
+        values[42].1.escape_ascii(),
+        STANDARD.encode(&values[299].1)
+    );
+    let names: Vec<&str> = m
+        .find_all(hay.as_bytes())
+        .iter()
+        .map(|h| m.label(h.secret))
+        .collect();
+    assert_eq!(names, ["S42", "S299"]);
+}
+
+fn redact_chunked(m: &Arc<Matcher>, input: &[u8], cuts: &[usize]) -> (Vec<u8>, usize) {
+    let mut r = Redactor::new(m.clone());
+    let mut out = Vec::new();
+    let mut max_held = 0;
+    let mut prev = 0;
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+    cuts.sort();
+    for c in cuts.into_iter().chain([input.len()]) {
+        out.extend_from_slice(r.push(&input[prev..c]));
+        max_held = max_held.max(r.held());
+        prev = c;
+    }
+    out.extend_from_slice(r.finish());
+    (out, max_held)
+}
+
+#[test]
+fn secret_split_at_every_boundary_is_redacted() {
+    let m = Arc::new(matcher(&[("TOKEN", b"split-me-secret-value")]));
+    let input = b"before split-me-secret-value after";
+    for cut in 0..=input.len() {
+        let (out, _) = redact_chunked(&m, input, &[cut]);
+        assert_eq!(out, b"before [hushfs:TOKEN] after", "cut at {cut}");
+    }
+    // One byte at a time.
+    let cuts: Vec<usize> = (0..input.len()).collect();
+    assert_eq!(
+        redact_chunked(&m, input, &cuts).0,
+        b"before [hushfs:TOKEN] after"
+    );
+}
+
+#[test]
+fn nothing_is_held_back_after_ordinary_output() {
+    let m = Arc::new(matcher(&[("TOKEN", b"zz-secret-value")]));
+    let mut r = Redactor::new(m);
+    assert_eq!(r.push(b"prompt> "), b"prompt> ");
+    assert_eq!(r.held(), 0);
+    // A possible beginning is held until it is decided...
+    assert_eq!(r.push(b"ls zz-sec"), b"ls ");
+    assert_eq!(r.held(), 6);
+    // ...and released as soon as it cannot be a secret.
+    assert_eq!(r.push(b"tion\n"), b"zz-section\n");
+    assert_eq!(r.held(), 0);
+}
+
+proptest! {
+    #[test]
+    fn chunked_redaction_equals_whole(
+        pieces in proptest::collection::vec(0usize..6, 0..40),
+        cuts in proptest::collection::vec(any::<usize>(), 0..8),
+    ) {
+        let values: [&[u8]; 3] = [b"abcabcab", b"bcabcabcab", b"cab-cab-secret"];
+        let m = Arc::new(Matcher::new(
+            values.iter().enumerate().map(|(i, v)| (format!("S{i}"), *v)),
+        ));
+        // Inputs made of fragments of the values, so partial and
+        // overlapping matches are common.
+        let frags: [&[u8]; 6] = [b"abc", b"bca", b"cab", b"-", b"secret", b"x"];
+        let input: Vec<u8> = pieces.iter().flat_map(|&p| frags[p].iter().copied()).collect();
+        let (out, held) = redact_chunked(&m, &input, &cuts);
+        prop_assert_eq!(out, m.redact(&input));
+        prop_assert!(held < m.max_pattern_len());
+    }
+
+    #[test]
+    fn random_value_found_in_every_encoding(v in proptest::collection::vec(any::<u8>(), 6..40), pad in 0usize..3) {
+        let m = Matcher::new([("V".to_string(), v.as_slice())]);
+        let mut blob = vec![0x5a; pad];
+        blob.extend_from_slice(&v);
+        blob.push(0xa5);
+        for text in [
+            STANDARD.encode(&blob),
+            URL_SAFE_NO_PAD.encode(&blob),
+            v.iter().map(|b| format!("{b:02X}")).collect(),
+        ] {
+            prop_assert!(!m.find_all(text.as_bytes()).is_empty());
+        }
+        prop_assert!(!m.find_all(&v).is_empty());
+    }
+}
