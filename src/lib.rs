@@ -11,5 +11,6 @@ pub mod fs;
 pub mod fuse;
 pub mod render;
 pub mod secret;
+pub mod source;
 pub mod sys;
 pub mod vault;

@@ -6,6 +6,7 @@ mod demo;
 pub mod mount;
 mod run;
 mod secrets;
+mod source;
 mod status;
 mod unlock;
 mod vault_cmds;
@@ -72,6 +73,8 @@ pub enum Command {
     Umount(mount::UmountArgs),
     /// Run a command whose process tree may read the project's files
     Run(run::RunArgs),
+    /// Where a project's values come from: the local vault or an OpenBao/Vault server
+    Source(source::SourceArgs),
     /// A guided tour on a throwaway vault
     Demo,
     /// The mount daemon (started by `mount` and `run`)
@@ -110,6 +113,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Mount(a) => mount::mount(&ctx, a),
         Command::Umount(a) => mount::umount(&ctx, a),
         Command::Run(a) => run::run(&ctx, a),
+        Command::Source(a) => source::source(&ctx, a),
         Command::Demo => demo::demo(),
         Command::Serve(a) => mount::serve(a),
     }

@@ -10,6 +10,7 @@ use super::mount::{load_config, resolve_project};
 use crate::broker::{self, Private, RunOpts};
 use crate::daemon::{control, protocol::Request, registry};
 use crate::error::{Error, Result};
+use crate::render::Config;
 use crate::secret::SecretBytes;
 use crate::vault::unlock;
 
@@ -37,25 +38,23 @@ pub struct RunArgs {
     pub cmd: Vec<OsString>,
 }
 
-/// Names that can be environment variables; values without NUL.
-fn env_vars(ctx: &Ctx, project: &str) -> Result<Vec<(String, SecretBytes)>> {
+/// Names that can be environment variables; values without NUL. The
+/// values come from the project's source (the vault, or its server).
+fn env_vars(ctx: &Ctx, project: &str, config: &Config) -> Result<Vec<(String, SecretBytes)>> {
     let v = unlock::open(&ctx.vault, &ctx.keys)?;
-    let p = v
-        .secrets
-        .project(project)
-        .ok_or_else(|| Error::NotFound(format!("no project {project}: `hushfs ls` lists them")))?;
+    let values = crate::source::values_now(&v.secrets, project, config)?;
     let mut out = Vec::new();
-    for (name, e) in &p.secrets {
+    for (name, value) in values {
         let ok_name = name
             .chars()
             .next()
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !ok_name || e.value.expose().contains(&0) {
+        if !ok_name || value.expose().contains(&0) {
             eprintln!("hushfs: --env: {name} skipped (not a variable name, or holds a NUL byte)");
             continue;
         }
-        out.push((name.clone(), e.value.clone()));
+        out.push((name, value));
     }
     Ok(out)
 }
@@ -94,7 +93,7 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     };
     let env = if a.env {
         let p = project.ok_or_else(|| Error::usage("--env needs --project P"))?;
-        env_vars(ctx, &p)?
+        env_vars(ctx, &p, &config)?
     } else {
         Vec::new()
     };
