@@ -181,7 +181,8 @@ fn absolute(p: &std::path::Path) -> Result<PathBuf> {
 }
 
 /// Builds the settings to store from the flags, starting from the stored
-/// ones or hushfs.toml's. `None`: no setting flag was given.
+/// ones or hushfs.toml's (from scratch when --openbao is given). `None`:
+/// no setting flag was given.
 fn settings_from_flags(a: &SetArgs, base: Option<Settings>) -> Result<Option<Settings>> {
     let any = !a.addresses.is_empty()
         || a.path.is_some()
@@ -195,6 +196,9 @@ fn settings_from_flags(a: &SetArgs, base: Option<Settings>) -> Result<Option<Set
         return Ok(None);
     }
     let usage = |e: String| Error::usage(format!("source of {}: {e}", a.project));
+    // New addresses describe a new server: start afresh rather than carry
+    // over a CA file or namespace meant for another one.
+    let base = if a.addresses.is_empty() { base } else { None };
     let mut s = match base {
         Some(b) => b,
         None => {
@@ -284,12 +288,24 @@ pub fn set(ctx: &Ctx, a: SetArgs) -> Result<i32> {
     // must not block other writers.
     let creds = read_creds(&a)?;
     let project = a.project.clone();
-    let spec = unlock::modify(&ctx.vault, &ctx.keys, |v| {
+    // Checked on the vault as saved: reopening it would need the
+    // passphrase a second time (--passphrase-fd is read once).
+    let checked = |v: &Secrets| -> Result<(Spec, Option<String>)> {
+        let spec = src::resolve(v, &project, &config)?;
+        let warn = match &spec {
+            Spec::OpenBao { .. } => src::check(v, &project, &config)
+                .err()
+                .map(|e| e.to_string()),
+            Spec::Local => None,
+        };
+        Ok((spec, warn))
+    };
+    let (spec, warning) = unlock::modify(&ctx.vault, &ctx.keys, |v| {
         let mut changed = false;
         if a.local {
             set_setting(&mut v.secrets, &project, Stored::Local);
             prune_credentials(&mut v.secrets, &project, &[]);
-            return Ok((src::resolve(&v.secrets, &project, &config)?, true));
+            return Ok((checked(&v.secrets)?, true));
         }
         let base = match stored_setting(&v.secrets, &project)? {
             Some(Stored::Openbao(s)) => Some(s),
@@ -321,16 +337,14 @@ pub fn set(ctx: &Ctx, a: SetArgs) -> Result<i32> {
                  --token-file FILE or --local (see `hushfs source set --help`)",
             ));
         }
-        Ok((src::resolve(&v.secrets, &project, &config)?, changed))
+        Ok((checked(&v.secrets)?, changed))
     })?;
-    let mut msg = format!("source of {project}: {}\n", describe_spec(&spec));
-    if let Spec::OpenBao { .. } = &spec {
-        let v = unlock::open(&ctx.vault, &ctx.keys)?;
-        if let Err(e) = src::check(&v.secrets, &project, &config) {
-            msg.push_str(&format!("warning: {e}\n"));
-        }
+    out(&format!("source of {project}: {}\n", describe_spec(&spec)))?;
+    // Saved either way (credentials may follow in a second step), but say
+    // now what a mount would stumble on.
+    if let Some(w) = warning {
+        eprintln!("hushfs: warning: {w}");
     }
-    out(&msg)?;
     Ok(0)
 }
 

@@ -664,8 +664,17 @@ impl Client {
     }
 
     fn renew(&mut self) -> Result<(), Failure> {
-        let reply = self.call(Method::POST, "auth/token/renew-self", Some(b"{}"), true)?;
         let is_approle = matches!(self.auth, Auth::AppRole { .. });
+        let reply = match self.call(Method::POST, "auth/token/renew-self", Some(b"{}"), true) {
+            Ok(r) => r,
+            // A token at the end of its life can make the server fail the
+            // renewal itself (HTTP 500): with AppRole, log in afresh.
+            Err(Failure::Unreachable(_)) if is_approle => {
+                self.token = None;
+                return self.login();
+            }
+            Err(e) => return Err(e),
+        };
         if reply.status != 200 {
             if is_approle {
                 self.token = None;
@@ -715,6 +724,12 @@ impl Client {
         body: Option<&[u8]>,
         with_token: bool,
     ) -> Result<Reply, Failure> {
+        if self
+            .leader_checked
+            .is_none_or(|t| t.elapsed() >= LEADER_RECHECK)
+        {
+            self.find_leader();
+        }
         let mut order: Vec<usize> = std::iter::once(self.preferred)
             .chain((0..self.addrs.len()).filter(|&i| i != self.preferred))
             .collect();
@@ -743,10 +758,14 @@ impl Client {
                     }
                 }
                 Ok(Attempt::Unavailable(status)) => {
-                    notes.push(format!("{}: HTTP {status}", addr.url));
+                    notes.push(format!("{}: HTTP {status} on {api}", addr.url));
                 }
                 Ok(Attempt::Answer(reply)) => {
-                    self.answered_by(i);
+                    if i != self.preferred {
+                        // Failed over: find the leader again next time.
+                        self.preferred = i;
+                        self.leader_checked = None;
+                    }
                     return Ok(reply);
                 }
             }
@@ -754,42 +773,64 @@ impl Client {
         Err(Failure::Unreachable(notes.join("; ")))
     }
 
-    /// Records which node answered. Unless it is the leader confirmed in
-    /// the last minute, asks it who leads (an unauthenticated `sys/leader`)
-    /// and prefers the leader from now on if it is a configured address;
-    /// the leader is confirmed when it answers itself. During an election
-    /// this repeats on every request until a leader is known.
-    fn answered_by(&mut self, i: usize) {
-        let fresh = self
-            .leader_checked
-            .is_some_and(|t| t.elapsed() < LEADER_RECHECK);
-        if i == self.preferred && fresh {
-            return;
-        }
-        self.preferred = i;
-        self.leader_checked = None;
-        let addr = self.addrs[i].clone();
-        let Ok(Attempt::Answer(r)) = self.attempt(&addr, Method::GET, "sys/leader", None, false)
-        else {
-            return;
-        };
-        let Ok(l) = serde_json::from_slice::<LeaderAnswer>(r.body.as_slice()) else {
-            return;
-        };
-        if r.status != 200 || !l.ha_enabled || l.is_self {
-            // Not a cluster (or it leads): nothing better to follow.
-            self.leader_checked = Some(Instant::now());
-            if l.is_self && l.ha_enabled {
-                log::info!("following the leader {}", addr.url);
+    /// Finds the cluster's leader through the unauthenticated
+    /// `sys/leader` and prefers it: standbys answer reads themselves and
+    /// may lag behind (a path they have not caught up with answers 400 or
+    /// 404), so answers should come from the leader. A leader is trusted
+    /// once it says so itself; during an election none is, and this runs
+    /// again before the next request.
+    fn find_leader(&mut self) {
+        let order: Vec<usize> = std::iter::once(self.preferred)
+            .chain((0..self.addrs.len()).filter(|&i| i != self.preferred))
+            .collect();
+        for i in order {
+            match self.leader_of(i) {
+                None => continue,
+                Some(Leader::Itself) => {
+                    if i != self.preferred || self.leader_checked.is_none() {
+                        log::info!("following {}", self.addrs[i].url);
+                    }
+                    self.preferred = i;
+                    self.leader_checked = Some(Instant::now());
+                    return;
+                }
+                Some(Leader::Elsewhere(j)) => {
+                    if matches!(self.leader_of(j), Some(Leader::Itself)) {
+                        log::info!("following the leader {}", self.addrs[j].url);
+                        self.preferred = j;
+                        self.leader_checked = Some(Instant::now());
+                        return;
+                    }
+                    // A leader that does not answer: an election is under
+                    // way; another node may already lead.
+                }
+                Some(Leader::Unknown) => {}
             }
-            return;
         }
-        if let Some(j) = Addr::parse(&l.leader_address)
-            .ok()
-            .and_then(|leader| self.addrs.iter().position(|a| a.same_origin(&leader)))
-        {
-            self.preferred = j;
+    }
+
+    /// What node `i` says about leadership; `None` when it cannot be asked.
+    fn leader_of(&self, i: usize) -> Option<Leader> {
+        let addr = &self.addrs[i];
+        let Ok(Attempt::Answer(r)) = self.attempt(addr, Method::GET, "sys/leader", None, false)
+        else {
+            return None;
+        };
+        let l = match serde_json::from_slice::<LeaderAnswer>(r.body.as_slice()) {
+            // Not a cluster, or a server that does not say: take it as it is.
+            Ok(l) if r.status == 200 && l.ha_enabled => l,
+            _ => return Some(Leader::Itself),
+        };
+        if l.is_self {
+            return Some(Leader::Itself);
         }
+        Some(
+            Addr::parse(&l.leader_address)
+                .ok()
+                .and_then(|leader| self.addrs.iter().position(|a| a.same_origin(&leader)))
+                .filter(|&j| j != i)
+                .map_or(Leader::Unknown, Leader::Elsewhere),
+        )
     }
 
     fn attempt(
@@ -865,6 +906,15 @@ impl Client {
     }
 }
 
+enum Leader {
+    /// This node leads (or is not part of a cluster).
+    Itself,
+    /// This node is a standby; the leader is configured address `j`.
+    Elsewhere(usize),
+    /// A standby that knows no configured leader.
+    Unknown,
+}
+
 enum Attempt {
     Answer(Reply),
     Redirect(Addr),
@@ -874,12 +924,17 @@ enum Attempt {
 /// A transport error in a few words (ureq's own messages name the
 /// address and the OS error, never a header or a body).
 fn describe_error(e: ureq::Error) -> String {
-    match e {
+    let m = match e {
         ureq::Error::Io(io) => io.to_string(),
         ureq::Error::Timeout(_) => "timed out".into(),
         ureq::Error::HostNotFound => "host not found".into(),
         ureq::Error::ConnectionFailed => "connection failed".into(),
         other => other.to_string(),
+    };
+    if m.contains("certificate") {
+        format!("{m}; is --ca-file the CA that signed the server's certificate?")
+    } else {
+        m
     }
 }
 

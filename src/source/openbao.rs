@@ -466,8 +466,8 @@ impl OpenBao {
         }
         let warning = match &self.state {
             State::Stale { since } => Some(format!(
-                "stale: no OpenBao server has answered since {} ({}); serving the values of {} \
-                 from memory until {} old",
+                "stale: no OpenBao server has answered since {} ({}); the values fetched at {} \
+                 are served until they are {} old",
                 super::rfc3339(*since),
                 self.last_error.as_deref().unwrap_or("unreachable"),
                 self.fetched_at(),
