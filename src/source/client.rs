@@ -532,10 +532,7 @@ impl Client {
                 "the token has expired (HTTP 403): store a new one with `hushfs source set`".into(),
             )
         } else {
-            Failure::Refused(format!(
-                "the server no longer accepts the token (HTTP 403 on {api}): it was revoked or has \
-                 expired; store a new one with `hushfs source set`"
-            ))
+            token_refused()
         }
     }
 
@@ -643,11 +640,7 @@ impl Client {
             200 => {}
             403 => {
                 self.token = None;
-                return Err(Failure::Refused(
-                    "the server does not accept the token (HTTP 403 on lookup-self): it was \
-                     revoked, has expired or is mistyped; store a new one with `hushfs source set`"
-                        .into(),
-                ));
+                return Err(token_refused());
             }
             s => {
                 return Err(Failure::Invalid(format!("token lookup answered HTTP {s}")));
@@ -904,6 +897,16 @@ impl Client {
             .map_err(|e| format!("reading the answer: {}", e.kind()))?;
         Ok(Attempt::Answer(Reply { status, body }))
     }
+}
+
+/// The same words whichever request found out, so that a mount that keeps
+/// asking reports (and audits) one reason, not two alternating ones.
+fn token_refused() -> Failure {
+    Failure::Refused(
+        "the server no longer accepts the token (HTTP 403): it was revoked, has expired or is \
+         mistyped; store a new one with `hushfs source set`"
+            .into(),
+    )
 }
 
 enum Leader {

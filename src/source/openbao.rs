@@ -363,6 +363,10 @@ impl OpenBao {
             );
         }
         self.skipped = skipped;
+        // Pinned like the rendered files (a no-op under mlockall).
+        for v in values.values() {
+            crate::sys::harden::mlock_slice(v.expose());
+        }
         let changed: Vec<String> = match &self.cache {
             None => values.keys().cloned().collect(),
             Some(c) => {
