@@ -216,9 +216,13 @@ impl Daemon {
 
     /// Fail closed: drop every value, deny every open and read, and say why.
     fn stop_serving(&self, why: String) {
-        log::warn!("not serving: {why}");
         self.fs.lock();
-        *self.problem.lock() = Some(why);
+        let mut problem = self.problem.lock();
+        // A source polled while it refuses says the same thing each time.
+        if problem.as_deref() != Some(why.as_str()) {
+            log::warn!("not serving: {why}");
+        }
+        *problem = Some(why);
     }
 
     fn record_notices(&self, notices: Vec<Notice>) {

@@ -456,11 +456,6 @@ impl Client {
             .map(|d| d.as_secs())
     }
 
-    /// Forgets the token (it is wiped): the next request authenticates anew.
-    pub fn forget_token(&mut self) {
-        self.token = None;
-    }
-
     /// Reads the latest version of a KV v2 secret.
     pub fn read_kv(&mut self, kv_mount: &str, path: &str) -> Result<Kv, Failure> {
         let api = format!("{kv_mount}/data/{path}");
@@ -512,11 +507,6 @@ impl Client {
     /// After a 403 on the data path: is the token gone, or only the
     /// permission?
     fn diagnose_403(&mut self, api: &str) -> Failure {
-        let expired = self
-            .token
-            .as_ref()
-            .and_then(Token::expires_at)
-            .is_some_and(|t| Instant::now() >= t);
         let valid = matches!(
             self.call(Method::GET, "auth/token/lookup-self", None, true),
             Ok(Reply { status: 200, .. })
@@ -527,10 +517,6 @@ impl Client {
                 "the token may no longer read {api} (HTTP 403): its policy changed; \
                  ask for read access or store another credential with `hushfs source set`"
             ))
-        } else if expired {
-            Failure::Refused(
-                "the token has expired (HTTP 403): store a new one with `hushfs source set`".into(),
-            )
         } else {
             token_refused()
         }
