@@ -13,5 +13,6 @@ pub mod policy;
 pub mod render;
 pub mod scan;
 pub mod secret;
+pub mod source;
 pub mod sys;
 pub mod vault;

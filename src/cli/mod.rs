@@ -12,6 +12,7 @@ mod policy;
 mod run;
 mod scan;
 mod secrets;
+mod source;
 mod status;
 mod unlock;
 mod vault_cmds;
@@ -90,6 +91,8 @@ pub enum Command {
     /// Which commands `run` may start for a project, and what they may read
     #[command(subcommand)]
     Policy(policy::PolicyCmd),
+    /// Where a project's values come from: the local vault or an OpenBao/Vault server
+    Source(source::SourceArgs),
     /// A guided tour on a throwaway vault
     Demo,
     /// Print shell completions (see README: Install)
@@ -139,6 +142,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Scan(a) => scan::scan(&ctx, a),
         Command::Hook(c) => hook::hook(&ctx, c),
         Command::Policy(c) => policy::policy(&ctx, c),
+        Command::Source(a) => source::source(&ctx, a),
         Command::Demo => demo::demo(),
         Command::Completions(a) => extras::completions(a),
         Command::Man(a) => extras::man(a),

@@ -1,6 +1,7 @@
 //! `run`: a command with access to a project's files, its output redacted,
 //! within the project's run policy.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,13 +48,9 @@ pub struct RunArgs {
 
 /// Names that can be environment variables; values without NUL; only
 /// those the policy rule lets `--env` pass, when there is one.
-fn env_vars(v: &Vault, project: &str, rule: Option<&Rule>) -> Result<Vec<(String, SecretBytes)>> {
-    let p = v
-        .secrets
-        .project(project)
-        .ok_or_else(|| Error::NotFound(format!("no project {project}: `hushfs ls` lists them")))?;
+fn env_vars(values: &Values, rule: Option<&Rule>) -> Vec<(String, SecretBytes)> {
     let mut out = Vec::new();
-    for (name, e) in &p.secrets {
+    for (name, value) in values {
         if rule.is_some_and(|r| !r.allows_env(name)) {
             continue;
         }
@@ -62,14 +59,17 @@ fn env_vars(v: &Vault, project: &str, rule: Option<&Rule>) -> Result<Vec<(String
             .next()
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !ok_name || e.value.expose().contains(&0) {
+        if !ok_name || value.expose().contains(&0) {
             eprintln!("hushfs: --env: {name} skipped (not a variable name, or holds a NUL byte)");
             continue;
         }
-        out.push((name.clone(), e.value.clone()));
+        out.push((name.clone(), value.clone()));
     }
-    Ok(out)
+    out
 }
+
+/// A project's current values, from its source: the vault, or its server.
+type Values = BTreeMap<String, SecretBytes>;
 
 /// The vault with the cached key or a passphrase given without a prompt
 /// (`--passphrase-fd`, HUSHFS_PASSPHRASE_FILE): `run --mount` never needed
@@ -118,18 +118,12 @@ fn check_policy(v: &Vault, project: &str, cmd: &[OsString]) -> Result<Option<(Ru
     }
 }
 
-fn matcher(v: &Vault, project: &str) -> Arc<Matcher> {
-    let values: Vec<(String, &[u8])> = v
-        .secrets
-        .project(project)
-        .map(|p| {
-            p.secrets
-                .iter()
-                .map(|(n, e)| (n.clone(), e.value.expose()))
-                .collect()
-        })
-        .unwrap_or_default();
-    Arc::new(Matcher::new(values))
+fn matcher(values: &Values) -> Arc<Matcher> {
+    let pairs: Vec<(String, &[u8])> = values
+        .iter()
+        .map(|(n, v)| (n.clone(), v.expose()))
+        .collect();
+    Arc::new(Matcher::new(pairs))
 }
 
 pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
@@ -177,14 +171,21 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
             project.as_deref().unwrap_or_default()
         )));
     }
+    // The values for --env and for the redactor: fetched once.
+    let vault = match vault {
+        None if a.env => Some(unlock::open(&ctx.vault, &ctx.keys)?),
+        v => v,
+    };
+    let values = match (&vault, &project) {
+        (Some(v), Some(p)) if a.env || !a.no_redact => {
+            Some(crate::source::values_now(&v.secrets, p, &config)?)
+        }
+        _ => None,
+    };
     let env = if a.env {
         let p = project
             .as_deref()
             .ok_or_else(|| Error::usage("--env needs --project P"))?;
-        let v = match vault.as_ref() {
-            Some(v) => v,
-            None => &unlock::open(&ctx.vault, &ctx.keys)?,
-        };
         let rule = allowed.as_ref().map(|(r, _)| r);
         if rule.is_some_and(|r| !r.env) {
             return Err(Error::Denied(format!(
@@ -192,15 +193,15 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
                  read them from the mount instead"
             )));
         }
-        env_vars(v, p, rule)?
+        env_vars(values.as_ref().expect("fetched for --env"), rule)
     } else {
         Vec::new()
     };
     let redact = if a.no_redact {
         None
     } else {
-        match (&vault, &project) {
-            (Some(v), Some(p)) => Some(matcher(v, p)),
+        match (&values, &project) {
+            (Some(v), Some(_)) => Some(matcher(v)),
             // No such mount: broker::run says so.
             (_, None) => None,
             (None, Some(_)) => {

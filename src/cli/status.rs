@@ -150,7 +150,9 @@ pub fn mounts() -> Vec<MountStatus> {
 }
 
 fn describe_mount(m: &MountStatus) -> String {
+    let stale = m.source.as_ref().is_some_and(|s| s.state == "stale");
     let state = match (&m.problem, m.locked) {
+        (Some(p), false) if stale => format!("serving from memory, {p}"),
         (Some(p), _) => format!("NOT SERVING: {p}"),
         (None, true) => "locked".to_string(),
         (None, false) => "serving".to_string(),
@@ -163,6 +165,20 @@ fn describe_mount(m: &MountStatus) -> String {
         m.files,
         if m.private { ", private to a run" } else { "" }
     );
+    if let Some(src) = &m.source {
+        let fetched = src
+            .fetched
+            .map(|t| format!(", fetched {}", super::rfc3339(t)))
+            .unwrap_or_default();
+        let version = src
+            .version
+            .map(|v| format!(" (version {v})"))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "  source: OpenBao {} via {} — {}{fetched}{version}\n",
+            src.path, src.address, src.state
+        ));
+    }
     if m.grants.is_empty() {
         s.push_str("  grants: none (nothing can read; use `hushfs run --mount DIR -- CMD`)\n");
     }

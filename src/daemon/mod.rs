@@ -1,7 +1,9 @@
-//! The mount daemon: lifecycle of one mount. It loads and renders the
-//! project, mounts, answers the control socket, watches grant roots and the
-//! vault file, and unmounts cleanly on SIGTERM/SIGINT, `umount`, or (for a
-//! private `run` mount) when its owner is gone.
+//! The mount daemon: lifecycle of one mount. It asks the project's source
+//! for values (src/source/: the vault or an OpenBao server), renders them,
+//! mounts, answers the control socket, watches grant roots, the vault file
+//! and the source's refresh interval, and unmounts cleanly on
+//! SIGTERM/SIGINT, `umount`, or (for a private `run` mount) when its owner
+//! is gone.
 
 pub mod control;
 pub mod mountpoint;
@@ -9,7 +11,6 @@ pub mod protocol;
 pub mod registry;
 pub mod spawn;
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -29,9 +30,10 @@ use crate::error::{Error, Result};
 use crate::fs::SecretFs;
 use crate::policy::Policy;
 use crate::render::{self, Config, Rendered};
-use crate::secret::{Key32, SecretBytes};
+use crate::secret::Key32;
+use crate::source::{Notice, ProjectSource, Source, SourceStatus};
 use crate::sys::pidfd::PidFd;
-use crate::vault::{Sealed, keychain};
+use crate::vault::{Sealed, Secrets, keychain};
 use protocol::{MountStatus, Request, Response};
 
 /// Everything the daemon needs to serve one mount.
@@ -54,39 +56,53 @@ pub struct ServeOpts {
     pub log: Option<PathBuf>,
 }
 
-/// Renders the project's files from the vault with `key`.
+/// Renders the project's files from its source (the vault opened with
+/// `key`, or one fetch from its server).
 pub fn load(vault: &Path, key: &Key32, project: &str, config: &Config) -> Result<Vec<Rendered>> {
     load_project(vault, key, project, config).map(|(files, _)| files)
 }
 
-/// The project's files and its run policy, from one reading of the vault.
-/// A policy this version cannot read is an error (the mount fails closed).
+/// The project's run policy, if it has one. A policy this version cannot
+/// read is an error (the mount fails closed).
+fn policy_of(secrets: &Secrets, project: &str) -> Result<Option<Policy>> {
+    match secrets.project(project) {
+        Some(p) => Policy::from_meta(&p.meta).map_err(|e| Error::usage(format!("{project}: {e}"))),
+        None => Ok(None),
+    }
+}
+
+/// The project's files (values from its source: the vault, or its server)
+/// and its run policy, from one reading of the vault.
 pub fn load_project(
     vault: &Path,
     key: &Key32,
     project: &str,
     config: &Config,
 ) -> Result<(Vec<Rendered>, Option<Policy>)> {
-    let sealed = Sealed::read(vault)?;
-    let secrets = sealed.open(key)?;
-    let p = secrets.project(project).ok_or_else(|| {
-        Error::NotFound(format!(
-            "no project {project} in {}: `hushfs ls` lists them",
-            vault.display()
-        ))
-    })?;
-    let values: BTreeMap<String, SecretBytes> = p
-        .secrets
-        .iter()
-        .map(|(n, e)| (n.clone(), e.value.clone()))
-        .collect();
-    let policy = Policy::from_meta(&p.meta).map_err(|e| Error::usage(format!("{project}: {e}")))?;
+    let secrets = open_vault(vault, key)?;
+    let values = match crate::source::values_now(&secrets, project, config) {
+        // A project that is not in the vault, and no server named for it.
+        Err(Error::NotFound(_))
+            if secrets.project(project).is_none() && config.remote.is_none() =>
+        {
+            Err(Error::NotFound(format!(
+                "no project {project} in {}: `hushfs ls` lists them",
+                vault.display()
+            )))
+        }
+        r => r,
+    }?;
+    let policy = policy_of(&secrets, project)?;
     let files = render::render_project(&values, config).map_err(|e| Error::usage(e.to_string()))?;
     Ok((files, policy))
 }
 
 fn enforcer(p: Option<Policy>) -> Option<Arc<crate::policy::Enforcer>> {
     p.map(|p| Arc::new(crate::policy::Enforcer::new(&p)))
+}
+
+fn open_vault(vault: &Path, key: &Key32) -> Result<Secrets> {
+    Sealed::read(vault)?.open(key)
 }
 
 enum Stop {
@@ -101,6 +117,14 @@ struct Daemon {
     authz: Arc<Authorizer>,
     audit: Arc<dyn AuditSink>,
     key: Mutex<Option<Key32>>,
+    /// Where the values come from. Used only while holding `key`, which
+    /// serializes every change of what the mount serves.
+    source: Mutex<ProjectSource>,
+    /// The source's state for `status`, copied after each change so that
+    /// status never waits for a fetch.
+    source_status: Mutex<Option<SourceStatus>>,
+    /// `lock` is waiting for `key`: a fetch in flight must not serve.
+    locking: AtomicBool,
     problem: Mutex<Option<String>>,
     notifier: Mutex<Option<fuser::Notifier>>,
     vault: PathBuf,
@@ -134,8 +158,8 @@ impl Daemon {
         let _ = nix::unistd::write(&self.wake, b"x");
     }
 
-    /// Re-reads the vault and swaps the files in, invalidating what the
-    /// kernel cached about changed names and sizes.
+    /// Re-reads the vault and serves what the source says now,
+    /// invalidating what the kernel cached about changed names and sizes.
     fn reload(&self) {
         let mut key = self.key.lock();
         let result = (|| {
@@ -145,46 +169,107 @@ impl Daemon {
             let k = key
                 .as_ref()
                 .ok_or_else(|| "locked: run `hushfs unlock`".to_string())?;
-            match load_project(&self.vault, k, &self.project, &self.config) {
-                Ok(f) => Ok(f),
+            match open_vault(&self.vault, k) {
+                Ok(s) => Ok(s),
                 Err(Error::Damaged { .. }) => {
                     // After `rekey` the old key no longer opens the body:
                     // take the new one from the keychain if it is there.
                     let fresh = keychain::load(&self.vault_id)
                         .ok_or("the vault's key changed: run `hushfs unlock`")?;
-                    let f = load_project(&self.vault, &fresh, &self.project, &self.config)
-                        .map_err(|e| e.to_string())?;
+                    let s = open_vault(&self.vault, &fresh).map_err(|e| e.to_string())?;
                     *key = Some(fresh);
-                    Ok(f)
+                    Ok(s)
                 }
                 Err(e) => Err(e.to_string()),
             }
         })();
         match result {
-            Ok((files, policy)) => {
-                if !self.memory_locked {
-                    lock_contents(&files);
-                }
-                // The new policy before the new files: never new files
-                // under an old policy.
-                self.fs.set_policy(enforcer(policy));
-                let (inodes, entries) = self.fs.replace(files);
-                *self.problem.lock() = None;
-                self.invalidate(&inodes, &entries);
-                log::info!(
-                    "reloaded {} ({} changed, {} names)",
-                    self.project,
-                    inodes.len(),
-                    entries.len()
-                );
-            }
+            Ok(secrets) => self.apply(&secrets),
             Err(why) => {
-                // Fail closed: serve nothing rather than stale values.
-                log::warn!("cannot reload: {why}; the mount is locked");
+                // Fail closed: without the vault, serve nothing.
                 *key = None;
-                self.fs.lock();
-                *self.problem.lock() = Some(why);
+                self.source.lock().forget();
+                *self.source_status.lock() = None;
+                self.stop_serving(why);
             }
+        }
+    }
+
+    /// The source's refresh interval (or token renewal, or end of
+    /// staleness) has come: ask it again, unless the mount is locked.
+    fn poll_source(&self) {
+        let key = self.key.lock();
+        let Some(k) = key.as_ref() else { return };
+        match open_vault(&self.vault, k) {
+            Ok(secrets) => self.apply(&secrets),
+            Err(_) => {
+                drop(key);
+                self.reload();
+            }
+        }
+    }
+
+    /// Asks the source for the values and serves them, or stops serving
+    /// and says why. The caller holds `key`.
+    fn apply(&self, secrets: &Secrets) {
+        let (outcome, notices, status) = {
+            let mut src = self.source.lock();
+            let outcome = src.current(secrets);
+            (outcome, src.take_notices(), src.status())
+        };
+        self.record_notices(notices);
+        *self.source_status.lock() = status;
+        if self.locking.load(Ordering::Acquire) {
+            return;
+        }
+        let served = match outcome {
+            Ok(s) => s,
+            Err(e) => return self.stop_serving(e.to_string()),
+        };
+        // The new policy before the new files: never new files under an old
+        // policy. A policy this version cannot read stops serving.
+        match policy_of(secrets, &self.project) {
+            Ok(p) => self.fs.set_policy(enforcer(p)),
+            Err(e) => return self.stop_serving(e.to_string()),
+        }
+        if served.changed || self.fs.is_locked() {
+            let files = match render::render_project(&served.values, &self.config) {
+                Ok(f) => f,
+                Err(e) => return self.stop_serving(e.to_string()),
+            };
+            if !self.memory_locked {
+                lock_contents(&files);
+            }
+            let (inodes, entries) = self.fs.replace(files);
+            self.invalidate(&inodes, &entries);
+            log::info!(
+                "reloaded {} ({} changed, {} names)",
+                self.project,
+                inodes.len(),
+                entries.len()
+            );
+        }
+        *self.problem.lock() = served.warning;
+    }
+
+    /// Fail closed: drop every value, deny every open and read, and say why.
+    fn stop_serving(&self, why: String) {
+        self.fs.lock();
+        let mut problem = self.problem.lock();
+        // A source polled while it refuses says the same thing each time.
+        if problem.as_deref() != Some(why.as_str()) {
+            log::warn!("not serving: {why}");
+        }
+        *problem = Some(why);
+    }
+
+    fn record_notices(&self, notices: Vec<Notice>) {
+        for n in notices {
+            let _ = self.audit.record(Event {
+                reason: Some(n.reason),
+                secrets: n.secrets,
+                ..self.event(n.event)
+            });
         }
     }
 
@@ -200,8 +285,18 @@ impl Daemon {
     }
 
     fn lock(&self) {
-        *self.key.lock() = None;
+        // Deny at once; a fetch in flight (holding `key`) sees `locking`
+        // and does not serve what it got.
+        self.locking.store(true, Ordering::Release);
         self.fs.lock();
+        {
+            let mut key = self.key.lock();
+            *key = None;
+            self.source.lock().forget();
+            *self.source_status.lock() = None;
+            self.fs.lock();
+        }
+        self.locking.store(false, Ordering::Release);
         let _ = self.audit.record(self.event("lock"));
         log::info!("locked: values dropped");
     }
@@ -227,6 +322,7 @@ impl Daemon {
             allow_root: self.authz.uids().allow_root,
             private: self.private,
             log: self.log.as_ref().map(|p| p.display().to_string()),
+            source: self.source_status.lock().clone(),
         }
     }
 
@@ -495,6 +591,18 @@ fn watch_grants(d: Arc<Daemon>, wake_read: OwnedFd) {
     }
 }
 
+/// Asks the source again when it wants (remote sources: every refresh
+/// interval, before the token expires, when stale values run out).
+fn watch_source(d: Arc<Daemon>) {
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let due = d.source.lock().next_poll();
+        if due.is_some_and(|t| Instant::now() >= t) {
+            d.poll_source();
+        }
+    }
+}
+
 fn watch_vault(d: Arc<Daemon>) {
     let mut last = vault_stamp(&d.vault);
     loop {
@@ -563,7 +671,14 @@ fn serve_inner(opts: ServeOpts, ready: &mut Option<File>) -> Result<()> {
         .map_err(|e| Error::Other(format!("cannot open the audit log: {e}")))?,
     );
     let audit: Arc<dyn AuditSink> = audit_log.clone();
-    let (files, policy) = load_project(&opts.vault, &opts.key, &opts.project, &opts.config)?;
+    let secrets = sealed.open(&opts.key)?;
+    let policy = policy_of(&secrets, &opts.project)?;
+    let mut source = ProjectSource::new(&opts.project, &opts.config);
+    let served = source.current(&secrets)?;
+    drop(secrets);
+    let files = render::render_project(&served.values, &opts.config)
+        .map_err(|e| Error::usage(e.to_string()))?;
+    drop(served.values);
     if !all_locked {
         lock_contents(&files);
     }
@@ -670,7 +785,10 @@ fn serve_inner(opts: ServeOpts, ready: &mut Option<File>) -> Result<()> {
         authz,
         audit: audit.clone(),
         key: Mutex::new(Some(opts.key)),
-        problem: Mutex::new(None),
+        source_status: Mutex::new(source.status()),
+        source: Mutex::new(source),
+        locking: AtomicBool::new(false),
+        problem: Mutex::new(served.warning),
         notifier: Mutex::new(Some(bg.notifier())),
         vault: opts.vault.clone(),
         vault_id,
@@ -715,6 +833,13 @@ fn serve_inner(opts: ServeOpts, ready: &mut Option<File>) -> Result<()> {
     {
         let d = d.clone();
         std::thread::Builder::new()
+            .name("source".into())
+            .spawn(move || watch_source(d))
+            .map_err(|e| Error::Other(format!("thread: {e}")))?;
+    }
+    {
+        let d = d.clone();
+        std::thread::Builder::new()
             .name("vault".into())
             .spawn(move || watch_vault(d))
             .map_err(|e| Error::Other(format!("thread: {e}")))?;
@@ -735,6 +860,8 @@ fn serve_inner(opts: ServeOpts, ready: &mut Option<File>) -> Result<()> {
     }
 
     let _ = audit.record(d.event("mount"));
+    let notices = d.source.lock().take_notices();
+    d.record_notices(notices);
     log::info!(
         "mounted {} at {} (pid {}, auto-unmount {})",
         opts.project,

@@ -106,4 +106,7 @@ pub struct MountStatus {
     pub private: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+    /// A remote source (OpenBao/Vault): where, how fresh, which leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<crate::source::SourceStatus>,
 }

@@ -33,6 +33,9 @@ pub struct Config {
     pub files: Vec<FileSpec>,
     /// The hushfs.toml this came from, for messages; `None` for defaults.
     pub source: Option<PathBuf>,
+    /// `[source]`: the project's values come from an OpenBao/Vault server
+    /// (src/source/); `None`: the local vault.
+    pub remote: Option<crate::source::openbao::Settings>,
 }
 
 /// One `[[file]]` entry.
@@ -79,6 +82,7 @@ impl Default for Config {
             env_file: Some(vec![".env".to_string()]),
             files: Vec::new(),
             source: None,
+            remote: None,
         }
     }
 }
@@ -93,6 +97,7 @@ struct RawConfig {
     mount: RawMount,
     #[serde(default)]
     file: Vec<RawFile>,
+    source: Option<Spanned<toml::Table>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -168,6 +173,12 @@ impl Config {
             crate::vault::names::validate("project", p.get_ref())
                 .map_err(|e| at(p.span(), e.to_string()))?;
             config.project = Some(p.into_inner());
+        }
+        if let Some(t) = &raw.source {
+            config.remote = Some(
+                crate::source::openbao::Settings::from_toml(t.get_ref(), base_dir)
+                    .map_err(|e| at(t.span(), format!("[source]: {e}")))?,
+            );
         }
         if let Some(b) = raw.mount.secret_files {
             config.secret_files = b;

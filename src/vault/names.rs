@@ -7,6 +7,17 @@ use crate::error::{Error, Result};
 
 pub const MAX_NAME: usize = 128;
 
+/// Prefix of hushfs's own per-project credentials (the token or AppRole
+/// secret of a central source, docs/VAULT-FORMAT.md). `validate` refuses a
+/// leading `.`, so no user secret can ever carry such a name.
+pub const CREDENTIAL_PREFIX: &str = ".source.";
+
+/// Whether `name` is a credential name: the prefix, then a valid name.
+pub fn is_credential(name: &str) -> bool {
+    name.strip_prefix(CREDENTIAL_PREFIX)
+        .is_some_and(|rest| validate("secret", rest).is_ok())
+}
+
 /// Checks a project or secret name: 1–128 characters of `[A-Za-z0-9_.-]`,
 /// not starting with `.` (which also rules out `.` and `..`).
 pub fn validate(kind: &str, name: &str) -> Result<()> {
@@ -115,6 +126,15 @@ mod tests {
             let e = validate("secret", n).unwrap_err().to_string();
             assert!(e.contains("use 1-128 characters"), "{e}");
         }
+    }
+
+    #[test]
+    fn credential_names_are_not_secret_names() {
+        assert!(is_credential(".source.token"));
+        assert!(!is_credential(".source."));
+        assert!(!is_credential("source.token"));
+        assert!(!is_credential(".source./x"));
+        assert!(validate("secret", ".source.token").is_err());
     }
 
     #[test]

@@ -37,6 +37,17 @@ impl ProjectMeta {
 pub struct Project {
     pub secrets: BTreeMap<String, Entry>,
     pub meta: ProjectMeta,
+    /// hushfs's own secrets for this project (a central source's token or
+    /// AppRole credentials), named `.source.*` (`names::CREDENTIAL_PREFIX`).
+    /// Kept apart from `secrets` so nothing that serves, lists or exports
+    /// secrets can reach them.
+    pub credentials: BTreeMap<String, Entry>,
+}
+
+impl Project {
+    fn is_empty(&self) -> bool {
+        self.secrets.is_empty() && self.meta.is_empty() && self.credentials.is_empty()
+    }
 }
 
 #[derive(Clone, Default)]
@@ -97,10 +108,60 @@ impl Secrets {
             return false;
         };
         let existed = p.secrets.remove(name).is_some();
-        if p.secrets.is_empty() && p.meta.is_empty() {
+        self.drop_if_empty(project);
+        existed
+    }
+
+    /// Drops a project that has no secrets, settings or credentials left.
+    pub fn drop_if_empty(&mut self, project: &str) {
+        if self.projects.get(project).is_some_and(Project::is_empty) {
             self.projects.remove(project);
         }
-        existed
+    }
+
+    /// Stores one of hushfs's own credentials for `project`; `name` must
+    /// satisfy `names::is_credential`. Returns true when it changed.
+    pub fn set_credential(
+        &mut self,
+        project: &str,
+        name: &str,
+        value: SecretBytes,
+    ) -> Result<bool> {
+        names::validate("project", project)?;
+        if !names::is_credential(name) {
+            return Err(Error::usage(format!(
+                "internal: {name:?} is not a credential name"
+            )));
+        }
+        if value.len() > MAX_VALUE {
+            return Err(Error::usage(format!(
+                "the credential is {} bytes; the limit is {MAX_VALUE} bytes",
+                value.len()
+            )));
+        }
+        let p = self.projects.entry(project.to_string()).or_default();
+        if p.credentials.get(name).is_some_and(|e| e.value == value) {
+            return Ok(false);
+        }
+        p.credentials.insert(
+            name.to_string(),
+            Entry {
+                value,
+                modified: now(),
+            },
+        );
+        Ok(true)
+    }
+
+    /// Removes every credential of `project`. Returns whether any existed.
+    pub fn clear_credentials(&mut self, project: &str) -> bool {
+        let Some(p) = self.projects.get_mut(project) else {
+            return false;
+        };
+        let had = !p.credentials.is_empty();
+        p.credentials.clear();
+        self.drop_if_empty(project);
+        had
     }
 
     pub fn count(&self) -> usize {
@@ -115,6 +176,7 @@ impl Secrets {
             .map(|(pn, p)| {
                 p.secrets
                     .iter()
+                    .chain(&p.credentials)
                     .map(|(n, e)| 5 + 2 + pn.len() + 1 + n.len() + 8 + e.value.len())
                     .sum::<usize>()
                     + 256
@@ -123,13 +185,15 @@ impl Secrets {
         let records: usize = self
             .projects
             .values()
-            .map(|p| p.secrets.len() + usize::from(!p.meta.is_empty()))
+            .map(|p| p.secrets.len() + p.credentials.len() + usize::from(!p.meta.is_empty()))
             .sum();
         let mut out = SecretBuf::with_capacity(size);
         out.push(BODY_VERSION);
         out.extend(&(records as u32).to_le_bytes());
         for (pname, p) in &self.projects {
-            for (name, e) in &p.secrets {
+            // Credentials are ordinary secret records whose names no user
+            // secret can have (docs/VAULT-FORMAT.md).
+            for (name, e) in p.secrets.iter().chain(&p.credentials) {
                 let key_len = pname.len() + 1 + name.len();
                 let len = 2 + key_len + 8 + e.value.len();
                 out.push(REC_SECRET);
@@ -195,7 +259,10 @@ impl Secrets {
                         .split_once('/')
                         .ok_or(format!("record {i}: name without project"))?;
                     names::validate("project", project).map_err(|e| e.to_string())?;
-                    names::validate("secret", sname).map_err(|e| e.to_string())?;
+                    let credential = names::is_credential(sname);
+                    if !credential {
+                        names::validate("secret", sname).map_err(|e| e.to_string())?;
+                    }
                     let modified = u64::from_le_bytes(
                         data.get(..8)
                             .ok_or("short secret record")?
@@ -207,10 +274,15 @@ impl Secrets {
                         return Err(format!("record {i}: value over 1 MiB"));
                     }
                     let p = s.projects.entry(project.to_string()).or_default();
-                    if p.secrets.contains_key(sname) {
+                    let map = if credential {
+                        &mut p.credentials
+                    } else {
+                        &mut p.secrets
+                    };
+                    if map.contains_key(sname) {
                         return Err(format!("record {i}: duplicate secret {name}"));
                     }
-                    p.secrets.insert(
+                    map.insert(
                         sname.to_string(),
                         Entry {
                             value: SecretBytes::copy_from(value),
@@ -262,6 +334,36 @@ mod tests {
         assert_eq!(d.get("p", "B").unwrap().value.len(), 0);
         assert_eq!(d.get("q", "C").unwrap().value.len(), MAX_VALUE);
         assert_eq!(d.project("q").unwrap().meta, s.project("q").unwrap().meta);
+    }
+
+    #[test]
+    fn credentials_round_trip_apart_from_secrets() {
+        let mut s = Secrets::default();
+        s.set("p", "A", SecretBytes::copy_from(b"a")).unwrap();
+        assert!(
+            s.set_credential("p", ".source.token", SecretBytes::copy_from(b"t"))
+                .unwrap()
+        );
+        assert!(
+            s.set_credential("p", "token", SecretBytes::copy_from(b"t"))
+                .is_err()
+        );
+        assert!(
+            s.set("p", ".source.token", SecretBytes::copy_from(b"t"))
+                .is_err()
+        );
+        let d = Secrets::decode(s.encode().as_slice()).unwrap();
+        let p = d.project("p").unwrap();
+        assert_eq!(p.secrets.keys().collect::<Vec<_>>(), ["A"]);
+        assert_eq!(p.credentials[".source.token"].value.expose(), b"t");
+        assert_eq!(d.count(), 1);
+
+        // A project with only credentials survives; clearing them drops it.
+        let mut d = d;
+        d.remove("p", "A");
+        assert!(d.project("p").is_some());
+        assert!(d.clear_credentials("p"));
+        assert!(d.project("p").is_none());
     }
 
     #[test]
