@@ -1,7 +1,7 @@
 //! Where hushfs keeps things, following the XDG base directory spec.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -58,14 +58,30 @@ pub fn runtime_dir() -> PathBuf {
     std::env::temp_dir().join(format!("hushfs-{}", uid()))
 }
 
+/// A directory hushfs names itself: `hushfs`, `hushfs-UID`, or one directly
+/// inside such a directory. Only those are ever tightened.
+fn is_ours(dir: &Path) -> bool {
+    let named = |p: Option<&Path>| {
+        p.and_then(Path::file_name)
+            .is_some_and(|n| n.to_string_lossy().starts_with("hushfs"))
+    };
+    named(Some(dir)) || named(dir.parent())
+}
+
 /// Creates `dir` (and parents) with mode 0700 and makes sure it is a real
 /// directory owned by us that no other user can enter, so nobody can plant
-/// or read files in it. An existing directory that others can reach is an
-/// error: silently tightening it could lock everyone else out of a shared
-/// directory (say, XDG_RUNTIME_DIR pointed at /tmp by mistake).
+/// or read files in it. An existing directory that others can reach is
+/// tightened only when it is hushfs's own by name; anything else is an
+/// error, since tightening a shared directory (XDG_RUNTIME_DIR pointed at
+/// /tmp by mistake) would lock everyone else out of it.
 pub fn ensure_private_dir(dir: &Path) -> Result<()> {
     if let Some(parent) = dir.parent() {
-        fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
+        // Parents we create are private too (a later call may check them).
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| Error::io("cannot create", parent, e))?;
     }
     match fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
@@ -86,7 +102,12 @@ pub fn ensure_private_dir(dir: &Path) -> Result<()> {
             meta.uid()
         )));
     }
-    if meta.mode() & 0o077 != 0 {
+    if meta.mode() & 0o077 != 0 && is_ours(dir) {
+        // hushfs's own directory, made by an older version or by a parent
+        // create with the default umask: tighten it.
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io("cannot restrict permissions of", dir, e))?;
+    } else if meta.mode() & 0o077 != 0 {
         return Err(Error::usage(format!(
             "{} is open to other users (mode {:o}): `chmod 700` it if it is hushfs's own, or set XDG_RUNTIME_DIR / XDG_STATE_HOME elsewhere",
             dir.display(),
@@ -99,7 +120,6 @@ pub fn ensure_private_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn private_dir_is_created_0700_and_shared_dirs_are_refused() {
