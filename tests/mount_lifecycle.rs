@@ -95,13 +95,21 @@ fn private_mount_is_gone_after_run_gets_sigterm() {
 fn private_mount_is_gone_after_run_gets_sigint() {
     let e = Env::new();
     e.set("app/TOKEN", b"v");
-    let (mut child, dir, _) = start_private_run(&e, "sleep 30");
+    // `exec`: a shell that is waiting for a foreground command defers
+    // SIGINT until that command ends (run forwards to its child only, like
+    // tini; a terminal's ^C reaches the whole group by itself).
+    let (mut child, dir, _) = start_private_run(&e, "exec sleep 30");
+    let t = std::time::Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::SIGINT,
     )
     .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(128 + 2));
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "the command did not die of the forwarded SIGINT"
+    );
     assert!(!is_mounted(&dir));
     assert!(!dir.exists());
 }
