@@ -366,8 +366,36 @@ pub struct Writer {
     keychain: bool,
     state: State,
     seen: Option<Mark>,
-    /// The file `append_unsynced` last wrote, until `sync`.
-    dirty: Option<File>,
+    /// The active file as last written (its identity is `seen`'s), kept
+    /// open: reopening it for every batch of the daemon's sink cost more
+    /// than the write.
+    active: Option<File>,
+    /// The lock file, kept open for the same reason (locked only while
+    /// writing).
+    lockf: Option<File>,
+    /// `append_unsynced` wrote lines not yet synced.
+    unsynced: bool,
+}
+
+/// The held audit lock: released when dropped, the file kept for reuse.
+struct Held(Option<File>);
+
+impl Held {
+    fn release(mut self) -> Option<File> {
+        let f = self.0.take();
+        if let Some(f) = &f {
+            let _ = f.unlock();
+        }
+        f
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(f) = &self.0 {
+            let _ = f.unlock();
+        }
+    }
 }
 
 impl Writer {
@@ -399,7 +427,9 @@ impl Writer {
             keychain: opts.keychain,
             state,
             seen: None,
-            dirty: None,
+            active: None,
+            lockf: None,
+            unsynced: false,
         })
     }
 
@@ -435,30 +465,70 @@ impl Writer {
     /// state in the keychain (only now: the keychain's anchor never claims
     /// more than the disk holds).
     pub fn sync(&mut self) -> Result<()> {
-        let Some(f) = self.dirty.take() else {
+        if !self.unsynced {
             return Ok(());
+        }
+        let held = self.lock()?;
+        let synced = match &self.active {
+            Some(f) => f.sync_data(),
+            // Lost on an error path: sync whatever is active now.
+            None => File::open(self.files.active()).and_then(|f| f.sync_data()),
         };
-        let _lock = lock(&self.files)?;
-        if let Err(e) = f.sync_data() {
-            self.dirty = Some(f);
+        if let Err(e) = synced {
             return Err(Error::io(
                 "cannot sync the audit log",
                 &self.files.active(),
                 e,
             ));
         }
+        self.unsynced = false;
         // Only while the head is still ours: a later writer stored a newer
         // state when it synced.
         let current = fs::metadata(self.files.active()).ok().map(|m| Mark::of(&m));
         if current.is_some() && current == self.seen {
             self.store_state();
         }
+        self.lockf = held.release();
         Ok(())
     }
 
     /// Whether `append_unsynced` wrote something not yet synced.
     pub fn needs_sync(&self) -> bool {
-        self.dirty.is_some()
+        self.unsynced
+    }
+
+    /// Takes the exclusive audit lock on the kept lock file.
+    fn lock(&mut self) -> Result<Held> {
+        match self.lockf.take() {
+            Some(f) => {
+                f.lock().map_err(|e| {
+                    Error::io("cannot lock the audit log", &self.files.lock_path(), e)
+                })?;
+                Ok(Held(Some(f)))
+            }
+            None => lock(&self.files).map(|f| Held(Some(f))),
+        }
+    }
+
+    /// The active file and its metadata: the kept descriptor while the
+    /// path still names the file it has open, else a fresh open (another
+    /// writer rotated, or this is the first batch).
+    fn active_file(&mut self) -> Result<(File, Mark)> {
+        let p = self.files.active();
+        if let (Some(f), Ok(m)) = (self.active.take(), fs::metadata(&p)) {
+            let now = Mark::of(&m);
+            if self
+                .seen
+                .is_some_and(|s| s.dev == now.dev && s.ino == now.ino)
+            {
+                return Ok((f, now));
+            }
+        }
+        let f = open_active(&self.files)?;
+        let m = f
+            .metadata()
+            .map_err(|e| Error::io("cannot inspect", &p, e))?;
+        Ok((f, Mark::of(&m)))
     }
 
     fn store_state(&self) {
@@ -491,15 +561,12 @@ impl Writer {
     }
 
     fn write(&mut self, items: Vec<Pending>, sync: bool) -> Result<Anchor> {
-        let _lock = lock(&self.files)?;
-        let mut f = open_active(&self.files)?;
-        let meta = f
-            .metadata()
-            .map_err(|e| Error::io("cannot inspect", &self.files.active(), e))?;
+        let held = self.lock()?;
+        let (mut f, mut mark) = self.active_file()?;
         let mut buf = Vec::new();
         let mut st = self.state.clone();
         let mut torn = false;
-        if self.seen != Some(Mark::of(&meta)) {
+        if self.seen != Some(mark) {
             // Someone else wrote since (or this is our first batch): learn
             // the head again and continue from it.
             let (head, t) = snapshot(&self.files, &f)?;
@@ -534,8 +601,12 @@ impl Writer {
             }
         }
         // Torn bytes stay in the file they were written to: rotate later.
-        if !torn && meta.len() >= self.max_bytes {
+        if !torn && mark.len >= self.max_bytes {
             f = self.rotate(&f, st.next)?;
+            let m = f
+                .metadata()
+                .map_err(|e| Error::io("cannot inspect", &self.files.active(), e))?;
+            mark = Mark::of(&m);
         }
         for item in items {
             match item {
@@ -557,10 +628,8 @@ impl Writer {
                 }
             }
         }
-        let start = f
-            .metadata()
-            .map_err(|e| Error::io("cannot inspect", &self.files.active(), e))?
-            .len();
+        // We hold the lock: nobody else appends, so the length is known.
+        let start = mark.len;
         let written = f
             .write_all(&buf)
             .and_then(|_| if sync { f.sync_data() } else { Ok(()) });
@@ -568,22 +637,25 @@ impl Writer {
             // Not recorded: take back whatever part reached the file so
             // the next writer finds whole lines.
             let _ = f.set_len(start);
+            self.active = Some(f);
             return Err(Error::io(
                 "cannot write the audit log",
                 &self.files.active(),
                 e,
             ));
         }
-        let meta = f
-            .metadata()
-            .map_err(|e| Error::io("cannot inspect", &self.files.active(), e))?;
-        self.seen = Some(Mark::of(&meta));
+        self.seen = Some(Mark {
+            len: start + buf.len() as u64,
+            ..mark
+        });
+        self.active = Some(f);
         self.state = st;
         if sync {
             self.store_state();
         } else {
-            self.dirty = Some(f);
+            self.unsynced = true;
         }
+        self.lockf = held.release();
         let a = self.state.anchor().expect("at least one entry was written");
         note_head(&self.id, a);
         Ok(a)

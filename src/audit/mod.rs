@@ -169,6 +169,13 @@ fn self_start_time() -> Option<u64> {
 /// be kept; callers deny the access it describes.
 pub trait AuditSink: Send + Sync {
     fn record(&self, ev: Event) -> Result<(), String>;
+    /// Records an allowed event that continues one already recorded (a
+    /// read by the process whose open of that handle was recorded): it may
+    /// be queued like a denial instead of waited for. It still fails when
+    /// the log is known to be failing, and stays queued for retries.
+    fn record_follow_up(&self, ev: Event) -> Result<(), String> {
+        self.record(ev)
+    }
     /// Why the sink cannot record right now, if it cannot.
     fn health(&self) -> Result<(), String> {
         Ok(())

@@ -1,13 +1,16 @@
-//! The daemon's sink: `record` queues the event and a background thread
-//! writes the queue as one batch every `flush_interval`, or at once when
-//! the queue is long or someone waits.
+//! The daemon's sink: `record` queues the event; events are written in
+//! batches, each batch by whoever needs it written first.
 //!
 //! Who waits: an event that lets something happen (an allowed open or
 //! read, a run, a grant) returns only once its batch is in the log file, so
-//! `Ok` from `record` means "recorded" and the caller may proceed; many
-//! concurrent callers share one write (group commit). A denial returns at
-//! once: the access is refused whether or not the line is written yet, so a
-//! burst of 10,000 denials costs a few batched writes, not 10,000.
+//! `Ok` from `record` means "recorded" and the caller may proceed. The
+//! caller writes the queue itself when nobody else is writing (no hand-off
+//! to another thread: two context switches would cost more than the write);
+//! when someone is, it waits and the next writer takes its event along
+//! (group commit). A denial returns at once: the access is refused whether
+//! or not the line is written yet, so a burst of 10,000 denials costs a few
+//! batched writes, not 10,000. A background thread writes queued denials
+//! every `flush_interval` and syncs.
 //!
 //! "In the log file" means written with `write(2)`: in the page cache, so a
 //! crash of the daemon loses nothing. The fsync follows within one
@@ -83,26 +86,164 @@ struct Queue {
     /// Events refused because the queue was full.
     dropped: u64,
     oldest: Option<Instant>,
-    urgent: bool,
+    /// A batch is being written; whoever finishes it wakes `done`.
+    writing: bool,
+    /// Written but not yet fsynced.
+    unsynced: bool,
     shutdown: bool,
-    /// The writer thread is gone (panicked or exited).
+    /// The last write during shutdown failed: give up on what is queued.
+    final_attempt_failed: bool,
+    /// A writer panicked or the background thread is gone.
     dead: bool,
     head: Option<Anchor>,
 }
 
 struct Shared {
     q: Mutex<Queue>,
-    /// Wakes the writer thread.
+    /// Wakes the background thread.
     wake: Condvar,
-    /// Wakes callers waiting for their batch.
+    /// Wakes callers waiting for a batch to be written.
     done: Condvar,
-    id: VaultId,
+    /// The log writer. Lock order: `w` before `q`; whoever holds `q` never
+    /// waits for `w` (a batch's owner takes `w` only after releasing `q`).
+    w: Mutex<WriterState>,
     opts: SinkOptions,
+}
+
+struct WriterState {
+    writer: Writer,
+    note: PathBuf,
+    /// A note left by an earlier run is stale once a batch goes through.
+    stale_note: bool,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.q.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn writer(&self) -> MutexGuard<'_, WriterState> {
+        self.w.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes everything queued and writes it as one batch; `q` is released
+    /// during the write and returned re-acquired. Call only when
+    /// `!q.writing` and something is pending.
+    fn write_batch<'a>(&'a self, mut q: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+        q.writing = true;
+        q.oldest = None;
+        if q.dropped > 0 {
+            let ev = Event {
+                event: "audit-gap".into(),
+                reason: Some(format!(
+                    "{} events were not recorded: the queue was full while the log could not be written",
+                    q.dropped
+                )),
+                ..Event::default()
+            };
+            q.dropped = 0;
+            let ticket = q.pending.front().map_or(q.next_ticket, |i| i.ticket);
+            // Shares the first item's ticket: it is written with it.
+            q.pending.push_front(Item {
+                ticket,
+                rec: Record::now(ev),
+                wait: false,
+            });
+        }
+        let batch: Vec<Item> = q.pending.drain(..).collect();
+        drop(q);
+        // If the write panics, nobody may wait for it forever.
+        let guard = PanicGuard(self);
+        let mut w = self.writer();
+        let recs: Vec<Record> = batch.iter().map(|i| i.rec.clone()).collect();
+        let res = w.writer.append_unsynced(&recs);
+        let mut q = self.lock();
+        std::mem::forget(guard);
+        let end = batch.last().map_or(q.attempted, |i| i.ticket + 1);
+        q.attempted = q.attempted.max(end);
+        match res {
+            Ok(a) => {
+                q.written = q.written.max(end);
+                q.head = Some(a);
+                q.unsynced = true;
+                // A sync failure stays until a sync succeeds.
+                if !q.sync_failed && (q.failure.take().is_some() || w.stale_note) {
+                    w.stale_note = false;
+                    let _ = std::fs::remove_file(&w.note);
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                if q.failure.is_none() {
+                    write_failure_note(&w.note, &why);
+                }
+                q.failure = Some(why.clone());
+                if q.shutdown {
+                    q.final_attempt_failed = true;
+                }
+                for mut it in batch.into_iter().rev() {
+                    if it.wait {
+                        // Its caller is told to deny: say so in the log.
+                        q.failed.insert(it.ticket);
+                        it.wait = false;
+                        it.rec.ev.decision = Some("deny".into());
+                        it.rec.ev.reason = Some(format!(
+                            "denied because the audit log could not record it in time ({why})"
+                        ));
+                    }
+                    if q.pending.len() < self.opts.queue_max {
+                        q.pending.push_front(it);
+                    } else {
+                        q.dropped += 1;
+                    }
+                }
+                // The background thread retries after one interval.
+                q.oldest = Some(Instant::now());
+            }
+        }
+        drop(w);
+        q.writing = false;
+        self.done.notify_all();
+        q
+    }
+
+    /// fsyncs what was written; a failure makes the sink unhealthy until a
+    /// later sync succeeds.
+    fn sync(&self) {
+        let mut w = self.writer();
+        let r = w.writer.sync();
+        let mut q = self.lock();
+        match r {
+            Ok(()) => {
+                q.unsynced = w.writer.needs_sync();
+                if q.sync_failed {
+                    q.sync_failed = false;
+                    q.failure = None;
+                    let _ = std::fs::remove_file(&w.note);
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                if q.failure.is_none() {
+                    write_failure_note(&w.note, &why);
+                }
+                q.sync_failed = true;
+                q.failure = Some(why);
+            }
+        }
+    }
+}
+
+/// Marks the sink dead when a batch's write unwinds, so no caller waits
+/// forever for it.
+struct PanicGuard<'a>(&'a Shared);
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        let mut q = self.0.lock();
+        q.dead = true;
+        q.writing = false;
+        self.0.done.notify_all();
     }
 }
 
@@ -128,13 +269,17 @@ impl AuditLog {
             }),
             wake: Condvar::new(),
             done: Condvar::new(),
-            id: *id,
+            w: Mutex::new(WriterState {
+                writer,
+                note: failure_path(&opts.runtime_dir, id),
+                stale_note: true,
+            }),
             opts,
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("hushfs-audit".into())
-            .spawn(move || run(s, writer))
+            .spawn(move || run(s))
             .map_err(|e| Error::Other(format!("cannot start the audit writer: {e}")))?;
         Ok(AuditLog {
             shared,
@@ -154,10 +299,9 @@ impl AuditLog {
 
     /// Writes everything queued so far and waits for it.
     pub fn flush(&self) -> Result<(), String> {
-        let mut q = self.shared.lock();
+        let sh = &self.shared;
+        let mut q = sh.lock();
         let target = q.next_ticket;
-        q.urgent = true;
-        self.shared.wake.notify_one();
         loop {
             if q.written >= target {
                 return Ok(());
@@ -165,7 +309,11 @@ impl AuditLog {
             if q.attempted >= target || q.dead {
                 return Err(reason(&q));
             }
-            q = self.shared.done.wait(q).unwrap_or_else(|e| e.into_inner());
+            q = if !q.writing && !q.pending.is_empty() {
+                sh.write_batch(q)
+            } else {
+                sh.done.wait(q).unwrap_or_else(|e| e.into_inner())
+            };
         }
     }
 }
@@ -178,9 +326,8 @@ fn reason(q: &Queue) -> String {
     }
 }
 
-impl AuditSink for AuditLog {
-    fn record(&self, ev: Event) -> Result<(), String> {
-        let wait = !ev.is_denial();
+impl AuditLog {
+    fn push(&self, ev: Event, wait: bool) -> Result<(), String> {
         let rec = Record::now(ev);
         let sh = &self.shared;
         let mut q = sh.lock();
@@ -195,11 +342,10 @@ impl AuditSink for AuditLog {
         q.next_ticket += 1;
         q.pending.push_back(Item { ticket, rec, wait });
         q.oldest.get_or_insert_with(Instant::now);
-        if wait || q.pending.len() >= sh.opts.batch_max {
-            q.urgent = true;
-            sh.wake.notify_one();
-        }
         if !wait {
+            if q.pending.len() >= sh.opts.batch_max {
+                sh.wake.notify_one();
+            }
             return match q.failure {
                 Some(_) => Err(reason(&q)),
                 None => Ok(()),
@@ -221,8 +367,26 @@ impl AuditSink for AuditLog {
             if q.dead {
                 return Err(reason(&q));
             }
-            q = sh.done.wait(q).unwrap_or_else(|e| e.into_inner());
+            // Write it ourselves, or wait for the batch in progress (ours
+            // is in it, or goes with the next one).
+            q = if q.writing {
+                sh.done.wait(q).unwrap_or_else(|e| e.into_inner())
+            } else {
+                sh.write_batch(q)
+            };
         }
+    }
+
+}
+
+impl AuditSink for AuditLog {
+    fn record(&self, ev: Event) -> Result<(), String> {
+        let wait = !ev.is_denial();
+        self.push(ev, wait)
+    }
+
+    fn record_follow_up(&self, ev: Event) -> Result<(), String> {
+        self.push(ev, false)
     }
 
     fn health(&self) -> Result<(), String> {
@@ -253,8 +417,8 @@ impl Drop for AuditLog {
     }
 }
 
-/// Marks the sink dead if the writer thread unwinds, so no caller waits
-/// forever for a batch that will never be written.
+/// Marks the sink dead if the background thread unwinds, so no caller
+/// waits forever for a batch that will never be written.
 struct DeadOnExit(Arc<Shared>);
 
 impl Drop for DeadOnExit {
@@ -265,149 +429,54 @@ impl Drop for DeadOnExit {
     }
 }
 
-fn run(sh: Arc<Shared>, mut writer: Writer) {
+/// The background thread: writes queued denials once they are
+/// `flush_interval` old (or `batch_max` many), syncs at most once per
+/// interval, and writes the rest at shutdown.
+fn run(sh: Arc<Shared>) {
     let _dead = DeadOnExit(sh.clone());
     let interval = sh.opts.flush_interval;
-    let mut final_attempt_failed = false;
-    let note = failure_path(&sh.opts.runtime_dir, &sh.id);
-    // A note left by an earlier run is stale once a batch goes through.
-    let mut stale_note = true;
     // Batches are acknowledged once written and fsynced at most once per
     // interval: an fsync costs milliseconds, an allowed read must not.
     let mut synced_at = Instant::now();
-    loop {
-        let batch: Vec<Item> = {
-            let mut q = sh.lock();
-            loop {
-                if q.shutdown && (q.pending.is_empty() || final_attempt_failed) {
-                    if !q.pending.is_empty() {
-                        ::log::error!(
-                            "hushfs: {} audit events were not written: {}",
-                            q.pending.len(),
-                            reason(&q)
-                        );
-                    }
-                    drop(q);
-                    sync(&sh, &mut writer, &note);
-                    return;
-                }
-                if writer.needs_sync() && synced_at.elapsed() >= interval {
-                    drop(q);
-                    sync(&sh, &mut writer, &note);
-                    synced_at = Instant::now();
-                    q = sh.lock();
-                    continue;
-                }
-                let due = q.urgent
-                    || q.shutdown
-                    || q.pending.len() >= sh.opts.batch_max
-                    || q.oldest.is_some_and(|t| t.elapsed() >= interval);
-                if due && !q.pending.is_empty() {
-                    break;
-                }
-                let mut wait = q
-                    .oldest
-                    .map_or(interval, |t| interval.saturating_sub(t.elapsed()));
-                if writer.needs_sync() {
-                    wait = wait.min(interval.saturating_sub(synced_at.elapsed()));
-                }
-                q.urgent = false;
-                q = sh
-                    .wake
-                    .wait_timeout(q, wait.max(Duration::from_millis(1)))
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-            }
-            q.urgent = false;
-            q.oldest = None;
-            if q.dropped > 0 {
-                let ev = Event {
-                    event: "audit-gap".into(),
-                    reason: Some(format!(
-                        "{} events were not recorded: the queue was full while the log could not be written",
-                        q.dropped
-                    )),
-                    ..Event::default()
-                };
-                q.dropped = 0;
-                let ticket = q.pending.front().map_or(q.next_ticket, |i| i.ticket);
-                // Shares the first item's ticket: it is written with it.
-                q.pending.push_front(Item {
-                    ticket,
-                    rec: Record::now(ev),
-                    wait: false,
-                });
-            }
-            q.pending.drain(..).collect()
-        };
-        let recs: Vec<Record> = batch.iter().map(|i| i.rec.clone()).collect();
-        let res = writer.append_unsynced(&recs);
-        let mut q = sh.lock();
-        let end = batch.last().map_or(q.attempted, |i| i.ticket + 1);
-        q.attempted = q.attempted.max(end);
-        match res {
-            Ok(a) => {
-                q.written = q.written.max(end);
-                q.head = Some(a);
-                // A sync failure stays until a sync succeeds.
-                if !q.sync_failed && (q.failure.take().is_some() || stale_note) {
-                    stale_note = false;
-                    let _ = std::fs::remove_file(&note);
-                }
-            }
-            Err(e) => {
-                let why = e.to_string();
-                if q.failure.is_none() {
-                    write_failure_note(&note, &why);
-                }
-                q.failure = Some(why.clone());
-                if q.shutdown {
-                    final_attempt_failed = true;
-                }
-                for mut it in batch.into_iter().rev() {
-                    if it.wait {
-                        // Its caller is told to deny: say so in the log.
-                        q.failed.insert(it.ticket);
-                        it.wait = false;
-                        it.rec.ev.decision = Some("deny".into());
-                        it.rec.ev.reason = Some(format!(
-                            "denied because the audit log could not record it in time ({why})"
-                        ));
-                    }
-                    if q.pending.len() < sh.opts.queue_max {
-                        q.pending.push_front(it);
-                    } else {
-                        q.dropped += 1;
-                    }
-                }
-                // Retry after one interval, not in a tight loop.
-                q.oldest = Some(Instant::now());
-            }
-        }
-        sh.done.notify_all();
-    }
-}
-
-/// fsyncs what was written; a failure makes the sink unhealthy until a
-/// later sync succeeds.
-fn sync(sh: &Shared, writer: &mut Writer, note: &std::path::Path) {
-    let r = writer.sync();
     let mut q = sh.lock();
-    match r {
-        Ok(()) if q.sync_failed => {
-            q.sync_failed = false;
-            q.failure = None;
-            let _ = std::fs::remove_file(note);
-        }
-        Ok(()) => {}
-        Err(e) => {
-            let why = e.to_string();
-            if q.failure.is_none() {
-                write_failure_note(note, &why);
+    loop {
+        if q.shutdown && !q.writing && (q.pending.is_empty() || q.final_attempt_failed) {
+            if !q.pending.is_empty() {
+                ::log::error!(
+                    "hushfs: {} audit events were not written: {}",
+                    q.pending.len(),
+                    reason(&q)
+                );
             }
-            q.sync_failed = true;
-            q.failure = Some(why);
+            drop(q);
+            sh.sync();
+            return;
         }
+        if q.unsynced && synced_at.elapsed() >= interval {
+            drop(q);
+            sh.sync();
+            synced_at = Instant::now();
+            q = sh.lock();
+            continue;
+        }
+        let due = q.shutdown
+            || q.pending.len() >= sh.opts.batch_max
+            || q.oldest.is_some_and(|t| t.elapsed() >= interval);
+        if due && !q.pending.is_empty() && !q.writing {
+            q = sh.write_batch(q);
+            continue;
+        }
+        let mut wait = q
+            .oldest
+            .map_or(interval, |t| interval.saturating_sub(t.elapsed()));
+        if q.unsynced {
+            wait = wait.min(interval.saturating_sub(synced_at.elapsed()));
+        }
+        q = sh
+            .wake
+            .wait_timeout(q, wait.max(Duration::from_millis(1)))
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
     }
 }
 

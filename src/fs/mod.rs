@@ -76,6 +76,8 @@ struct Handle {
     content: Option<Arc<SecretBytes>>,
     path: String,
     secrets: Vec<String>,
+    /// The process whose allowed open created the handle.
+    opener: Option<u32>,
 }
 
 /// Open flags that ask to modify (write access, truncate, append, create).
@@ -200,7 +202,17 @@ impl<P: ProcSource> SecretFs<P> {
     }
 
     /// Decides, audits, and fails closed when the audit sink cannot record.
-    fn check(&self, c: &Caller, event: &str, path: &str, secrets: &[String]) -> Decision {
+    /// `opener`: for a read, the process whose open of the handle was
+    /// recorded; its own allowed reads are recorded without waiting for the
+    /// write (they continue that access; see docs/AUDIT.md).
+    fn check(
+        &self,
+        c: &Caller,
+        event: &str,
+        path: &str,
+        secrets: &[String],
+        opener: Option<u32>,
+    ) -> Decision {
         let mut d = if self.locked.load(Ordering::Acquire) {
             Decision::deny("mount is locked (run `hushfs unlock`)")
         } else {
@@ -223,7 +235,15 @@ impl<P: ProcSource> SecretFs<P> {
             grant: d.grant.map(|g| g.to_string()),
             mount: Some(self.mount.clone()),
         };
-        if let Err(why) = self.audit.record(ev) {
+        let follow_up = d.allowed
+            && opener.is_some()
+            && opener == d.subject.as_ref().map(|s| s.tgid);
+        let recorded = if follow_up {
+            self.audit.record_follow_up(ev)
+        } else {
+            self.audit.record(ev)
+        };
+        if let Err(why) = recorded {
             log::error!("audit log cannot record ({why}): denying");
             d.allowed = false;
             d.reason = "audit log cannot record";
@@ -243,7 +263,8 @@ impl<P: ProcSource> SecretFs<P> {
         if flags & WRITE_FLAGS != 0 {
             return Err(FsError::ReadOnly);
         }
-        if !self.check(c, "open", &n.path, secrets).allowed {
+        let d = self.check(c, "open", &n.path, secrets, None);
+        if !d.allowed {
             return Err(FsError::Denied);
         }
         let content = content.clone().ok_or(FsError::Denied)?;
@@ -255,6 +276,7 @@ impl<P: ProcSource> SecretFs<P> {
                 content: Some(content),
                 path: n.path.clone(),
                 secrets: secrets.clone(),
+                opener: d.subject.as_ref().map(|s| s.tgid),
             },
         );
         Ok(fh)
@@ -270,15 +292,28 @@ impl<P: ProcSource> SecretFs<P> {
         offset: u64,
         size: u32,
     ) -> Result<ReadData, FsError> {
-        let (path, secrets, content) = {
+        let (path, secrets, content, opener) = {
             let h = self.handles.lock();
             let h = h
                 .get(&fh)
                 .filter(|h| h.ino == ino)
                 .ok_or(FsError::BadHandle)?;
-            (h.path.clone(), h.secrets.clone(), h.content.clone())
+            (h.path.clone(), h.secrets.clone(), h.content.clone(), h.opener)
         };
-        if !self.check(c, "read", &path, &secrets).allowed {
+        // A read at or past the end returns no bytes whoever asks: nothing
+        // to decide or record (the size is public). Every reader of a whole
+        // file ends with one, and it would cost an audit write each.
+        if let Some(c) = &content
+            && offset >= c.len() as u64
+        {
+            let len = c.len();
+            return Ok(ReadData {
+                content: c.clone(),
+                start: len,
+                end: len,
+            });
+        }
+        if !self.check(c, "read", &path, &secrets, opener).allowed {
             return Err(FsError::Denied);
         }
         let content = content.ok_or(FsError::Denied)?;

@@ -15,7 +15,7 @@ pub fn main(args: &[String]) -> i32 {
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
     let num = |i: usize| arg(i).parse::<usize>().expect("helper: number");
     match arg(0) {
-        "loop" => open_loop(arg(1), num(2), arg(3) == "deny"),
+        "loop" => open_loop(arg(1), num(2), arg(3)),
         "chain" => chain(num(1), arg(2), num(3), arg(4) == "deny"),
         "readers" => readers(num(1), arg(2), num(3)),
         "fifo-writer" => fifo_writer(arg(1), arg(2).as_bytes()),
@@ -63,13 +63,16 @@ fn read_file(path: &CString, buf: &mut Vec<u8>) -> Result<usize, i32> {
 }
 
 /// `n` timed opens of `path` by this one process (one thread): the steady
-/// state, where a decision cache would help. With `deny`, every open is
-/// expected to fail with EACCES; anything else counts as an error.
-fn open_loop(path: &str, n: usize, deny: bool) -> i32 {
+/// state, where a decision cache would help. `expect` says what counts as
+/// success: `deny` (EACCES), `len:N` (exactly N bytes), or anything else
+/// (the same bytes as the first read).
+fn open_loop(path: &str, n: usize, expect: &str) -> i32 {
+    let deny = expect == "deny";
+    let want_len: Option<usize> = expect.strip_prefix("len:").and_then(|l| l.parse().ok());
     let c = CString::new(path).expect("path");
     let mut buf = vec![0u8; 1 << 16];
     let mut first: Option<Vec<u8>> = None;
-    let mut errors = 0;
+    let mut errors = 0u64;
     let mut out = String::with_capacity(n * 8);
     for i in 0..WARMUP + n {
         let t = Instant::now();
@@ -77,6 +80,7 @@ fn open_loop(path: &str, n: usize, deny: bool) -> i32 {
         let dt = t.elapsed();
         let ok = match (r, deny) {
             (Err(libc::EACCES), true) => true,
+            (Ok(len), false) if want_len.is_some_and(|w| w != len) => false,
             (Ok(len), false) => match &first {
                 None => {
                     first = Some(buf[..len].to_vec());
@@ -86,10 +90,8 @@ fn open_loop(path: &str, n: usize, deny: bool) -> i32 {
             },
             _ => false,
         };
-        if !ok {
-            errors += 1;
-        }
         if i >= WARMUP {
+            errors += u64::from(!ok);
             out += &format!("{}\n", dt.as_nanos());
         }
     }
