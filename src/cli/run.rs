@@ -128,6 +128,8 @@ fn matcher(values: &Values) -> Arc<Matcher> {
 
 pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     let (config, config_path) = load_config(a.config.as_deref())?;
+    // The project's values, fetched once (a central source is asked once).
+    let mut fetched = None;
     let (private, project, vault) = match &a.mount {
         Some(m) => {
             let project = a.project.clone().or_else(|| mount_project(m));
@@ -139,7 +141,9 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
         None => {
             let project = resolve_project(a.project.clone(), &config)?;
             let v = unlock::open(&ctx.vault, &ctx.keys)?;
-            crate::daemon::load(&ctx.vault, v.key(), &project, &config)?;
+            let (_, _, values) =
+                crate::daemon::render_opened(&v.secrets, &ctx.vault, &project, &config)?;
+            fetched = Some(values);
             (
                 Some(Private {
                     vault: ctx.vault.clone(),
@@ -177,9 +181,10 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
         v => v,
     };
     let values = match (&vault, &project) {
-        (Some(v), Some(p)) if a.env || !a.no_redact => {
-            Some(crate::source::values_now(&v.secrets, p, &config)?)
-        }
+        (Some(v), Some(p)) if a.env || !a.no_redact => match fetched {
+            Some(values) => Some(values),
+            None => Some(crate::source::values_now(&v.secrets, p, &config)?),
+        },
         _ => None,
     };
     let env = if a.env {

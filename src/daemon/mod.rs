@@ -56,12 +56,6 @@ pub struct ServeOpts {
     pub log: Option<PathBuf>,
 }
 
-/// Renders the project's files from its source (the vault opened with
-/// `key`, or one fetch from its server).
-pub fn load(vault: &Path, key: &Key32, project: &str, config: &Config) -> Result<Vec<Rendered>> {
-    load_project(vault, key, project, config).map(|(files, _)| files)
-}
-
 /// The project's run policy, if it has one. A policy this version cannot
 /// read is an error (the mount fails closed).
 fn policy_of(secrets: &Secrets, project: &str) -> Result<Option<Policy>> {
@@ -80,7 +74,20 @@ pub fn load_project(
     config: &Config,
 ) -> Result<(Vec<Rendered>, Option<Policy>)> {
     let secrets = open_vault(vault, key)?;
-    let values = match crate::source::values_now(&secrets, project, config) {
+    render_opened(&secrets, vault, project, config).map(|(files, policy, _)| (files, policy))
+}
+
+/// The same from a vault the caller has open (`mount` and `run` render once
+/// before starting the daemon, so a bad template or a missing secret is
+/// reported by the command, with its exit code, not in a log file). Also
+/// returns the values, for `run`'s redactor and `--env`.
+pub fn render_opened(
+    secrets: &Secrets,
+    vault: &Path,
+    project: &str,
+    config: &Config,
+) -> Result<(Vec<Rendered>, Option<Policy>, crate::source::Values)> {
+    let values = match crate::source::values_now(secrets, project, config) {
         // A project that is not in the vault, and no server named for it.
         Err(Error::NotFound(_))
             if secrets.project(project).is_none() && config.remote.is_none() =>
@@ -92,9 +99,9 @@ pub fn load_project(
         }
         r => r,
     }?;
-    let policy = policy_of(&secrets, project)?;
+    let policy = policy_of(secrets, project)?;
     let files = render::render_project(&values, config).map_err(|e| Error::usage(e.to_string()))?;
-    Ok((files, policy))
+    Ok((files, policy, values))
 }
 
 fn enforcer(p: Option<Policy>) -> Option<Arc<crate::policy::Enforcer>> {

@@ -233,14 +233,14 @@ impl Secrets {
         let mut rest = &rest[4..];
         let mut s = Secrets::default();
         for i in 0..count {
-            let (&kind, r) = rest.split_first().ok_or(format!("record {i} missing"))?;
+            let (&kind, r) = rest.split_first().ok_or_else(|| format!("record {i} missing"))?;
             let len = u32::from_le_bytes(
                 r.get(..4)
                     .ok_or("truncated record")?
                     .try_into()
                     .expect("4 bytes"),
             ) as usize;
-            let payload = r.get(4..4 + len).ok_or(format!("record {i} truncated"))?;
+            let payload = r.get(4..4 + len).ok_or_else(|| format!("record {i} truncated"))?;
             rest = &r[4 + len..];
             let name_len = u16::from_le_bytes(
                 payload
@@ -257,7 +257,7 @@ impl Secrets {
                 REC_SECRET => {
                     let (project, sname) = name
                         .split_once('/')
-                        .ok_or(format!("record {i}: name without project"))?;
+                        .ok_or_else(|| format!("record {i}: name without project"))?;
                     names::validate("project", project).map_err(|e| e.to_string())?;
                     let credential = names::is_credential(sname);
                     if !credential {
