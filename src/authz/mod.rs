@@ -118,6 +118,24 @@ pub struct Authorizer<P: ProcSource = ProcFs> {
     /// Bumped on every grant change; cached decisions of older epochs are void.
     epoch: AtomicU64,
     cache: Mutex<HashMap<u32, Cached<P::Anchor>>>,
+    /// Processes a walk found inside a grant, by tgid: a later walk from a
+    /// new descendant stops at the first of them instead of reading /proc
+    /// all the way up to the grant's root. Same life as a cached decision.
+    members: Mutex<HashMap<u32, Member>>,
+}
+
+/// A process a walk found inside a grant.
+struct Member {
+    starttime: u64,
+    epoch: u64,
+    expires: Instant,
+    grant: GrantId,
+    /// Generations below the grant's root (a descendant further than
+    /// `MAX_DEPTH` is denied as if walked).
+    depth: usize,
+    /// The process below the grant's root on its path, shared by all its
+    /// descendants.
+    command: Option<Arc<Subject>>,
 }
 
 impl<P: ProcSource> Authorizer<P> {
@@ -133,6 +151,7 @@ impl<P: ProcSource> Authorizer<P> {
             next_id: AtomicU64::new(1),
             epoch: AtomicU64::new(0),
             cache: Mutex::new(HashMap::new()),
+            members: Mutex::new(HashMap::new()),
         }
     }
 
@@ -254,7 +273,25 @@ impl<P: ProcSource> Authorizer<P> {
         let (mut pid, mut st) = (tgid, first);
         // The process one step below `pid` on the way up.
         let mut below: Option<(u32, u64)> = None;
+        // Every process passed on the way up: members if the walk admits.
+        let mut path: Vec<(u32, u64)> = Vec::new();
+        let epoch = self.epoch.load(Ordering::Acquire);
         for _ in 0..=MAX_DEPTH {
+            if let Some((grant, depth, command)) =
+                self.member(pid, st.starttime, epoch, &grants, now)
+            {
+                if path.len() + depth > MAX_DEPTH {
+                    return deny("ancestry deeper than 64 processes");
+                }
+                self.remember(&path, depth, epoch, grant, &command);
+                return Decision {
+                    allowed: true,
+                    reason: "inside a granted process tree",
+                    grant: Some(grant),
+                    subject: subject(),
+                    command,
+                };
+            }
             if let Some(g) = grants.iter().find(|g| g.matches(pid, st.starttime, now)) {
                 let command = below.map(|(p, start)| {
                     let (exe, cmdline) = self.proc.describe(p);
@@ -265,6 +302,7 @@ impl<P: ProcSource> Authorizer<P> {
                         cmdline,
                     })
                 });
+                self.remember(&path, 0, epoch, g.id, &command);
                 return Decision {
                     allowed: true,
                     reason: "inside a granted process tree",
@@ -273,6 +311,7 @@ impl<P: ProcSource> Authorizer<P> {
                     command,
                 };
             }
+            path.push((pid, st.starttime));
             if st.ppid == 0 || pid == 1 {
                 return deny("no grant in the process's ancestry");
             }
@@ -294,9 +333,68 @@ impl<P: ProcSource> Authorizer<P> {
         deny("ancestry deeper than 64 processes")
     }
 
+    /// The grant (and command) a recent walk found `pid` inside, if that
+    /// is still the same process (start time), no grant changed since, and
+    /// the grant is still live (root alive, not expired). Like a cached
+    /// decision, it may outlive a reparenting by up to `CACHE_TTL`.
+    fn member(
+        &self,
+        pid: u32,
+        starttime: u64,
+        epoch: u64,
+        grants: &[Arc<Grant>],
+        now: u64,
+    ) -> Option<(GrantId, usize, Option<Arc<Subject>>)> {
+        let members = self.members.lock();
+        let m = members.get(&pid)?;
+        let valid = m.starttime == starttime
+            && m.epoch == epoch
+            && m.expires > Instant::now()
+            && grants
+                .iter()
+                .any(|g| g.id == m.grant && g.live(now));
+        valid.then(|| (m.grant, m.depth, m.command.clone()))
+    }
+
+    /// Records the processes of an admitting walk as members, unless a
+    /// grant changed while walking. `path` runs from the caller up to just
+    /// below the process found inside, which is `base` generations below
+    /// the root.
+    fn remember(
+        &self,
+        path: &[(u32, u64)],
+        base: usize,
+        epoch: u64,
+        grant: GrantId,
+        command: &Option<Arc<Subject>>,
+    ) {
+        let mut members = self.members.lock();
+        if self.epoch.load(Ordering::Acquire) != epoch {
+            return;
+        }
+        if members.len() + path.len() > CACHE_MAX {
+            members.clear();
+        }
+        let expires = Instant::now() + CACHE_TTL;
+        for (i, &(pid, starttime)) in path.iter().enumerate() {
+            members.insert(
+                pid,
+                Member {
+                    starttime,
+                    epoch,
+                    expires,
+                    grant,
+                    depth: base + path.len() - i,
+                    command: command.clone(),
+                },
+            );
+        }
+    }
+
     fn changed(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.cache.lock().clear();
+        self.members.lock().clear();
     }
 
     /// Adds a grant for the owner's processes; returns its id.

@@ -120,8 +120,14 @@ impl ProcSource for ProcFs {
     }
 
     fn stat(&self, pid: u32) -> Option<ProcStat> {
-        let b = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-        parse_stat(&b)
+        // One read(2) into a stack buffer: /proc/PID/stat is a few hundred
+        // bytes, and fs::read's statx and second read cost as much again
+        // at every step of every walk.
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+        let n = f.read(&mut buf).ok()?;
+        parse_stat(&buf[..n])
     }
 
     fn describe(&self, pid: u32) -> (Option<String>, Option<String>) {

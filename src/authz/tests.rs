@@ -408,3 +408,41 @@ fn allow_root_makes_root_owner_like() {
     assert!(!a.decide(&root(10)).allowed, "still needs a grant to read");
     assert!(a.decide(&root(30)).allowed);
 }
+
+#[test]
+fn a_new_descendant_stops_at_a_recently_admitted_ancestor() {
+    let (p, a, _) = setup();
+    // A chain 20 (root) → 30 → 40 → 1000 → ... → 1019.
+    let mut parent = 40;
+    for i in 0..20u32 {
+        p.spawn(1000 + i, parent, 1000 + u64::from(i));
+        parent = 1000 + i;
+    }
+    assert!(a.decide(&caller(1019)).allowed);
+    // A new child of 1019: one step to a known member, not 22 to the root.
+    p.spawn(2000, 1019, 5000);
+    let before = p.stat_reads.load(Ordering::Relaxed);
+    let d = a.decide(&caller(2000));
+    assert!(d.allowed);
+    assert!(p.stat_reads.load(Ordering::Relaxed) - before <= 3);
+    // The command below the root is the one a full walk finds.
+    assert_eq!(d.command.as_ref().map(|c| c.tgid), Some(30));
+}
+
+#[test]
+fn a_known_member_is_not_trusted_after_pid_reuse_or_a_grant_change() {
+    let (p, a, _) = setup();
+    assert!(a.decide(&caller(40)).allowed);
+    // 40 dies; an outsider (child of 1) gets pid 40 later, then a child.
+    p.exit(40);
+    p.spawn(40, 1, 900);
+    p.spawn(41, 40, 901);
+    assert!(!a.decide(&caller(41)).allowed, "reused pid is not a member");
+    // Members are forgotten when grants change.
+    let (p, a, _) = setup();
+    assert!(a.decide(&caller(40)).allowed);
+    let id = a.list()[0].id;
+    a.revoke(id);
+    p.spawn(42, 40, 950);
+    assert!(!a.decide(&caller(42)).allowed, "revoked");
+}

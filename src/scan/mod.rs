@@ -174,6 +174,7 @@ impl Matcher {
                 Aut::Nfa(
                     contiguous::NFA::builder()
                         .match_kind(MatchKind::LeftmostLongest)
+                        .dense_depth(std::env::var("XDD").ok().and_then(|v| v.parse().ok()).unwrap_or(2))
                         .build(&refs)
                         .expect("patterns fit the NFA's state ids"),
                 )
