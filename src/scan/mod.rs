@@ -37,7 +37,8 @@ pub const MIN_LEN: usize = 6;
 /// classes × 4, and twice for the anchored start) but reads ~3× faster:
 /// measured with 1,000 32-byte secrets (6,000 patterns, 190 KiB), 275-390
 /// MB/s over source-like text against ~100 MB/s for the NFA, with a 260 MiB
-/// table built in 0.6-1.1 s.
+/// table built in 0.6-1.1 s. Above the limit, a small DFA of pattern
+/// prefixes finds where the NFA needs to look (see `Matcher::pre`).
 const DFA_MAX_PATTERN_BYTES: usize = 256 * 1024;
 
 /// How a value appeared in the input.
