@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::authz::{Caller, ProcSource};
@@ -78,9 +78,13 @@ fn kind(k: Kind) -> FileType {
 
 impl<P: ProcSource> Filesystem for Adapter<P> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // Nothing to add: in particular FUSE_DIRECT_IO_ALLOW_MMAP is never
-        // requested, so a shared mapping of a secret fails with ENODEV.
-        let _ = config;
+        // FUSE_DIRECT_IO_ALLOW_MMAP is never requested, so a shared mapping
+        // of a secret fails with ENODEV. READDIRPLUS (names with their
+        // attributes, which lookup shows anyone who may list anyway) saves
+        // `ls -l` a lookup per file; AUTO lets the kernel use it only when
+        // lookups follow a listing. A kernel without it keeps READDIR.
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         Ok(())
     }
 
@@ -163,10 +167,37 @@ impl<P: ProcSource> Filesystem for Adapter<P> {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.0.readdir(&caller(req), ino.0, offset) {
+        // More than a reply buffer holds; the kernel asks again for the rest.
+        match self.0.readdir_page(&caller(req), ino.0, offset, 1024) {
             Ok(entries) => {
                 for (i, (child, k, name)) in entries.into_iter().enumerate() {
                     if reply.add(INodeNo(child), offset + i as u64 + 1, kind(k), name) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let c = caller(req);
+        match self.0.readdir_page(&c, ino.0, offset, 1024) {
+            Ok(entries) => {
+                for (i, (child, _, name)) in entries.into_iter().enumerate() {
+                    let Ok(a) = self.0.getattr(&c, child) else {
+                        continue;
+                    };
+                    let next = offset + i as u64 + 1;
+                    if reply.add(INodeNo(child), next, name, &TTL, &file_attr(&a), Generation(0)) {
                         break;
                     }
                 }

@@ -380,3 +380,39 @@ print(json.dumps({"r": os.access(p, os.R_OK), "w": os.access(p, os.W_OK), "x": o
         "access(R_OK) tells an outsider the truth"
     );
 }
+
+#[test]
+fn ls_l_of_a_large_project_lists_every_file_with_its_size() {
+    // More entries than one readdir reply holds: the listing is paged, and
+    // `ls -l` takes sizes from READDIRPLUS or lookups; both must agree with
+    // the values.
+    let env = Env::new();
+    let mut dotenv = String::new();
+    for i in 0..700 {
+        dotenv += &format!("KEY_{i:04}={}\n", "v".repeat(i % 50 + 1));
+    }
+    let f = env.path("big.env");
+    std::fs::write(&f, dotenv).unwrap();
+    env.ok(&["import", PROJECT, f.to_str().unwrap()]);
+    let m = Mount::with(env, &[], &[]);
+    for _ in 0..2 {
+        let o = std::process::Command::new("ls")
+            .args(["-l", "--time-style=+"])
+            .arg(&m.dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        let text = String::from_utf8(o.stdout).unwrap();
+        let sizes: std::collections::HashMap<&str, u64> = text
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() >= 6).then(|| (*f.last().unwrap(), f[4].parse().unwrap()))
+            })
+            .collect();
+        assert_eq!(sizes.len(), 700, "every secret once (.env is hidden)");
+        for i in 0..700 {
+            assert_eq!(sizes[format!("KEY_{i:04}").as_str()], (i % 50 + 1) as u64);
+        }
+    }
+}

@@ -102,6 +102,33 @@ fn ungranted_caller_denied_and_audited() {
 }
 
 #[test]
+fn readdir_pages_cover_every_entry_once() {
+    let (f, _) = fs(true);
+    let c = me();
+    let all: Vec<String> = f
+        .readdir(&c, ROOT, 0)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.2)
+        .collect();
+    assert_eq!(all, [".", "..", "A", "d"]);
+    for max in 1..=5 {
+        let mut paged = Vec::new();
+        let mut offset = 0;
+        loop {
+            let page = f.readdir_page(&c, ROOT, offset, max).unwrap();
+            if page.is_empty() {
+                break;
+            }
+            offset += page.len() as u64;
+            paged.extend(page.into_iter().map(|e| e.2));
+        }
+        assert_eq!(paged, all, "pages of {max}");
+    }
+    assert!(f.readdir_page(&c, ROOT, 99, 10).unwrap().is_empty());
+}
+
+#[test]
 fn writes_are_read_only() {
     let (f, _) = fs(true);
     let c = me();
