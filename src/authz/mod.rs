@@ -321,7 +321,7 @@ impl<P: ProcSource> Authorizer<P> {
             kind,
             label,
             created,
-            expires: ttl.map(|t| created + t.as_secs().max(1)),
+            expires: ttl.map(|t| created.saturating_add(t.as_secs().max(1))),
         };
         self.grants.write().push(Arc::new(g));
         self.changed();
