@@ -133,7 +133,7 @@ fn chain(depth: usize, path: &str, k: usize, deny: bool) -> i32 {
         }
         out += &format!("{ns}\n");
     }
-    print!("{out}errors {errors}\n");
+    println!("{out}errors {errors}");
     0
 }
 

@@ -93,11 +93,14 @@ pub fn projects(b: &Bench, e: Effort) {
     t.print();
 }
 
+/// A named way to start one command.
+type Case<'a> = (&'a str, Box<dyn Fn() -> Command + 'a>);
+
 /// Section 5.
 pub fn run_overhead(b: &Bench, e: Effort) {
     let reps = e.n(40);
     let mnt = b.mnt.to_str().unwrap();
-    let cases: Vec<(&str, Box<dyn Fn() -> Command>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "`env true`",
             Box::new(|| {
