@@ -55,6 +55,10 @@ pub struct RunOpts {
 /// Signals passed on to the command when another process sent them to us.
 const FORWARD: [i32; 7] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH];
 
+/// Longest grant label `run` sends ("run: " and up to 120 characters of
+/// the command line).
+pub const LABEL_MAX: usize = 125;
+
 fn label(cmd: &[OsString]) -> String {
     let s: String = cmd
         .iter()

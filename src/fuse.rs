@@ -197,7 +197,14 @@ impl<P: ProcSource> Filesystem for Adapter<P> {
                         continue;
                     };
                     let next = offset + i as u64 + 1;
-                    if reply.add(INodeNo(child), next, name, &TTL, &file_attr(&a), Generation(0)) {
+                    if reply.add(
+                        INodeNo(child),
+                        next,
+                        name,
+                        &TTL,
+                        &file_attr(&a),
+                        Generation(0),
+                    ) {
                         break;
                     }
                 }

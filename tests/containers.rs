@@ -472,3 +472,51 @@ fn container_script_compose_mode_with_the_example_file() {
         "the grant ends with the compose command"
     );
 }
+
+/// `--ttl` is at most a year; a longer one is a usage error, and a grant
+/// that asks the daemon for an absurd TTL itself breaks neither the daemon
+/// nor `status`.
+#[test]
+fn allow_refuses_a_ttl_over_a_year() {
+    let m = Mount::new(&[("TOKEN", VALUE)]);
+    let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
+    let pid = sleeper.id().to_string();
+    let d = m.dir.to_str().unwrap();
+    let o = m.env.run(&["allow", d, "--pid", &pid, "--ttl", "10000y"]);
+    let msg = assert_clean_failure(&o, 2, &[VALUE]);
+    assert!(msg.contains("--ttl") && msg.contains("one year"), "{msg}");
+    assert!(grants(&m).is_empty());
+    let o = m.env.run(&["allow", d, "--pid", &pid, "--ttl", "365d"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Past the CLI, straight to the control socket: u64::MAX seconds.
+    let sock = std::fs::read_dir(m.env.path("run/hushfs/mounts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "sock"))
+        .expect("the mount's control socket");
+    let r = hushfs::daemon::control::call(
+        &sock,
+        &hushfs::daemon::protocol::Request::GrantPid {
+            pid: sleeper.id(),
+            ttl_secs: Some(u64::MAX),
+        },
+        None,
+    )
+    .unwrap();
+    assert!(r.ok, "{:?}", r.error);
+    assert_eq!(grants(&m).len(), 2);
+    let o = m.env.run(&["status"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && text.contains("expires"),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || grants(&m).is_empty()),
+        "the grants end with their process"
+    );
+}

@@ -166,3 +166,104 @@ fn changing_the_policy_needs_the_passphrase_even_when_unlocked() {
     e.ok(&["policy", "clear", "app"]);
     assert!(e.ok(&["policy", "show", "app"]).contains("no run policy"));
 }
+
+/// `hushfs ARGS` as on a terminal without the key at hand (no passphrase
+/// file, no keychain): the passphrase is typed at the prompt. Returns the
+/// exit code and everything the terminal showed.
+fn with_prompt(e: &Env, args: &[&str]) -> (Option<i32>, String) {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    use std::sync::{Arc, Mutex};
+
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = || Stdio::from(pty.slave.try_clone().unwrap());
+    let mut c = e.cmd(args);
+    c.env_remove("HUSHFS_PASSPHRASE_FILE")
+        .stdin(slave())
+        .stdout(slave())
+        .stderr(slave());
+    // SAFETY: between fork and exec only async-signal-safe calls: setsid
+    // and an ioctl making the pty on stdin the controlling terminal, so
+    // that the prompt finds /dev/tty.
+    unsafe {
+        c.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = c.spawn().unwrap();
+    // The command holds copies of the slave: only with every copy closed
+    // does the master see the end.
+    drop(c);
+    drop(pty.slave);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let seen = seen.clone();
+        let mut master = std::fs::File::from(pty.master.try_clone().unwrap());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = master.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !String::from_utf8_lossy(&seen.lock().unwrap()).contains("assphrase") {
+        assert!(
+            Instant::now() < deadline,
+            "no prompt: {}",
+            String::from_utf8_lossy(&seen.lock().unwrap())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut master = std::fs::File::from(pty.master);
+    master.write_all(format!("{PASS}\n").as_bytes()).unwrap();
+    let status = child.wait().unwrap();
+    drop(master);
+    reader.join().unwrap();
+    let out = String::from_utf8_lossy(&seen.lock().unwrap()).replace("\r\n", "\n");
+    (status.code(), out)
+}
+
+#[test]
+fn run_mount_env_applies_the_policy_when_the_passphrase_is_asked_for() {
+    let m = Mount::new(&[("TOKEN", VALUE), ("OTHER", OTHER)]);
+    // sh may run, and --env passes it TOKEN only.
+    let policy = r#"{"commands": [{"argv": ["sh"], "files": ["TOKEN"], "secrets": ["TOKEN"], "env": true}]}"#;
+    assert!(set_policy(&m.env, policy).status.success());
+    let d = m.dir.to_str().unwrap();
+
+    // A command the policy does not list: refused after the prompt,
+    // with the message the cached path gives.
+    let (code, out) = with_prompt(&m.env, &["run", "--mount", d, "--env", "--", "env"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("run policy of project app does not allow `env"),
+        "{out}"
+    );
+    assert!(!out.contains("TOKEN=") && !out.contains("OTHER="), "{out}");
+    assert!(!out.contains(std::str::from_utf8(VALUE).unwrap()), "{out}");
+
+    // The allowed command gets only the secrets its rule lets --env pass.
+    let (code, out) = with_prompt(
+        &m.env,
+        &[
+            "run",
+            "--mount",
+            d,
+            "--env",
+            "--",
+            "sh",
+            "-c",
+            "echo \"T=${TOKEN:-unset} O=${OTHER:-unset}\"",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("T=[hushfs:TOKEN] O=unset"), "{out}");
+}

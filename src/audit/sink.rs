@@ -376,7 +376,6 @@ impl AuditLog {
             };
         }
     }
-
 }
 
 impl AuditSink for AuditLog {

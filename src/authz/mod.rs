@@ -350,9 +350,7 @@ impl<P: ProcSource> Authorizer<P> {
         let valid = m.starttime == starttime
             && m.epoch == epoch
             && m.expires > Instant::now()
-            && grants
-                .iter()
-                .any(|g| g.id == m.grant && g.live(now));
+            && grants.iter().any(|g| g.id == m.grant && g.live(now));
         valid.then(|| (m.grant, m.depth, m.command.clone()))
     }
 
@@ -419,7 +417,7 @@ impl<P: ProcSource> Authorizer<P> {
             kind,
             label,
             created,
-            expires: ttl.map(|t| created + t.as_secs().max(1)),
+            expires: ttl.map(|t| created.saturating_add(t.as_secs().max(1))),
         };
         self.grants.write().push(Arc::new(g));
         self.changed();

@@ -10,6 +10,10 @@ use super::{Ctx, out, parse_duration};
 use crate::daemon::{control, protocol::Request, registry};
 use crate::error::{Error, Result};
 
+/// The longest `--ttl`: a grant meant to last longer is better given
+/// without one (and revoked).
+pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["pid", "cgroup"])))]
 pub struct AllowArgs {
@@ -22,7 +26,7 @@ pub struct AllowArgs {
     /// of /proc/PID/cgroup (e.g. /system.slice/docker-ID.scope)
     #[arg(long)]
     pub cgroup: Option<String>,
-    /// The grant ends after this long (e.g. 30m, 8h)
+    /// The grant ends after this long (e.g. 30m, 8h; at most 365d)
     #[arg(long, value_parser = parse_duration)]
     pub ttl: Option<Duration>,
     /// Accept a cgroup your own processes could move into (any of them
@@ -49,6 +53,14 @@ pub struct RevokeArgs {
 }
 
 pub fn allow(_ctx: &Ctx, a: AllowArgs) -> Result<i32> {
+    if let Some(t) = a.ttl
+        && t > MAX_TTL
+    {
+        return Err(Error::usage(format!(
+            "--ttl {} is too long: the limit is one year (365d); revoke and allow again to extend",
+            humantime::format_duration(t)
+        )));
+    }
     let e = registry::require(&a.dir)?;
     let ttl_secs = a.ttl.map(|t| t.as_secs().max(1));
     let req = match (a.pid, a.cgroup) {

@@ -162,10 +162,15 @@ pub fn out(s: &str) -> Result<()> {
     }
 }
 
-/// Formats Unix seconds as RFC 3339 UTC.
+/// Formats Unix seconds as RFC 3339 UTC; a time RFC 3339 cannot show
+/// (after the year 9999) as plain Unix seconds.
 pub fn rfc3339(secs: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
-        .to_string()
+    use std::fmt::Write;
+    let mut s = String::new();
+    match std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(secs)) {
+        Some(t) if write!(s, "{}", humantime::format_rfc3339_seconds(t)).is_ok() => s,
+        _ => format!("unix time {secs}"),
+    }
 }
 
 pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {

@@ -106,7 +106,7 @@ fn check_policy(v: &Vault, project: &str, cmd: &[OsString]) -> Result<Option<(Ru
     match policy.compile().find(&view) {
         Some(rule) => Ok(Some((rule.clone(), program))),
         None => Err(Error::Denied(format!(
-            "the run policy of project {project} does not allow `{}`:              `hushfs policy show {project}` lists the commands it allows",
+            "the run policy of project {project} does not allow `{}`: `hushfs policy show {project}` lists the commands it allows",
             cmd.iter()
                 .map(|a| a.to_string_lossy())
                 .collect::<Vec<_>>()
@@ -156,6 +156,13 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
             )
         }
     };
+    // --env needs the values: without the key at hand, ask for the
+    // passphrase now, so that the policy below is checked with this vault
+    // (never skipped for a vault opened later).
+    let vault = match vault {
+        None if a.env => Some(unlock::open(&ctx.vault, &ctx.keys)?),
+        v => v,
+    };
     let allowed = match (&vault, &project) {
         (Some(v), Some(p)) => match check_policy(v, p, &a.cmd) {
             Err(Error::NotFound(msg)) => {
@@ -176,10 +183,6 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
         )));
     }
     // The values for --env and for the redactor: fetched once.
-    let vault = match vault {
-        None if a.env => Some(unlock::open(&ctx.vault, &ctx.keys)?),
-        v => v,
-    };
     let values = match (&vault, &project) {
         (Some(v), Some(p)) if a.env || !a.no_redact => match fetched {
             Some(values) => Some(values),

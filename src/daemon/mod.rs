@@ -104,6 +104,14 @@ pub fn render_opened(
     Ok((files, policy, values))
 }
 
+/// The matcher of every value the mount serves, which takes them out of
+/// command lines and grant labels before they are recorded or logged.
+fn redactor(values: &crate::source::Values) -> Arc<crate::scan::Matcher> {
+    Arc::new(crate::scan::Matcher::new(
+        values.iter().map(|(n, v)| (n.clone(), v.expose())),
+    ))
+}
+
 fn enforcer(p: Option<Policy>) -> Option<Arc<crate::policy::Enforcer>> {
     p.map(|p| Arc::new(crate::policy::Enforcer::new(&p)))
 }
@@ -247,7 +255,7 @@ impl Daemon {
             if !self.memory_locked {
                 lock_contents(&files);
             }
-            let (inodes, entries) = self.fs.replace(files);
+            let (inodes, entries) = self.fs.replace(files, redactor(&served.values));
             self.invalidate(&inodes, &entries);
             log::info!(
                 "reloaded {} ({} changed, {} names)",
@@ -338,6 +346,12 @@ impl Daemon {
             return Response::err("grant_self needs the caller's pidfd");
         };
         let pidfd = PidFd::from_owned(fd);
+        // The label is the command line `run` was given, which may hold a
+        // value: the grant keeps (and status, the logs show) it redacted.
+        let label = self
+            .fs
+            .redact_text(&label, crate::broker::LABEL_MAX)
+            .unwrap_or_else(|| "run: (command not recorded: the mount is locked)".into());
         // The pidfd must name the connected peer itself: a process can
         // grant its own tree, not somebody else's.
         if pidfd.pid() != Some(peer.pid) {
@@ -377,6 +391,8 @@ impl Daemon {
         event: &str,
     ) -> Result<(), String> {
         let (exe, cmdline) = ProcFs.describe(peer.pid);
+        let cmdline =
+            cmdline.and_then(|l| self.fs.redact_text(&l, crate::authz::proc::CMDLINE_MAX));
         let recorded = self.audit.record(Event {
             pid: Some(peer.pid),
             uid: Some(peer.uid),
@@ -582,9 +598,9 @@ fn watch_grants(d: Arc<Daemon>, wake_read: OwnedFd) {
             })
             .collect();
         let timeout_ms = match expiry {
-            Some(t) => {
-                (t.saturating_sub(crate::authz::grants::now_secs()) * 1000).clamp(10, 1000) as i32
-            }
+            Some(t) => (t.saturating_sub(crate::authz::grants::now_secs()))
+                .saturating_mul(1000)
+                .clamp(10, 1000) as i32,
             None => 1000,
         };
         // SAFETY: pfds is a valid, exclusively borrowed array of pollfd of
@@ -685,6 +701,7 @@ fn serve_inner(opts: ServeOpts, ready: &mut Option<File>) -> Result<()> {
     drop(secrets);
     let files = render::render_project(&served.values, &opts.config)
         .map_err(|e| Error::usage(e.to_string()))?;
+    let redact = redactor(&served.values);
     drop(served.values);
     if !all_locked {
         lock_contents(&files);
@@ -731,6 +748,7 @@ fn serve_inner(opts: ServeOpts, ready: &mut Option<File>) -> Result<()> {
         authz.clone(),
         audit.clone(),
         files,
+        redact,
     ));
     fs.set_policy(enforcer(policy));
 

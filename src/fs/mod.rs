@@ -17,6 +17,7 @@ use crate::audit::{AuditSink, Event};
 use crate::authz::{Authorizer, Caller, Decision, ProcFs, ProcSource};
 use crate::policy::Enforcer;
 use crate::render::Rendered;
+use crate::scan::Matcher;
 use crate::secret::SecretBytes;
 use tree::{Inodes, Node, NodeKind, Tree};
 
@@ -92,6 +93,10 @@ pub struct SecretFs<P: ProcSource = ProcFs> {
     authz: Arc<Authorizer<P>>,
     audit: Arc<dyn AuditSink>,
     tree: RwLock<Arc<Tree>>,
+    /// Every value the tree serves, for taking them out of command lines
+    /// before they are recorded. Swapped with the tree (under its lock);
+    /// `None` while locked, when the mount holds no values.
+    redactor: RwLock<Option<Arc<Matcher>>>,
     inodes: Mutex<Inodes>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
@@ -108,6 +113,7 @@ impl<P: ProcSource> SecretFs<P> {
         authz: Arc<Authorizer<P>>,
         audit: Arc<dyn AuditSink>,
         files: Vec<Rendered>,
+        redactor: Arc<Matcher>,
     ) -> Self {
         let mut inodes = Inodes::default();
         let tree = Tree::build(files, &mut inodes, SystemTime::now());
@@ -119,6 +125,7 @@ impl<P: ProcSource> SecretFs<P> {
             authz,
             audit,
             tree: RwLock::new(Arc::new(tree)),
+            redactor: RwLock::new(Some(redactor)),
             inodes: Mutex::new(inodes),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -144,6 +151,28 @@ impl<P: ProcSource> SecretFs<P> {
             d.allowed = false;
             d.reason = why;
         }
+    }
+
+    /// `text` with every value the mount serves (in any encoding the
+    /// scanner knows) replaced by `[hushfs:NAME]`, for the audit log and the
+    /// daemon's log. `text` was cut to `max_chars` by whoever made it; when
+    /// it is that long, a tail that could be the start of a value is cut
+    /// too. `None` while the mount is locked: it holds no values then and
+    /// cannot tell what to take out, so nothing is recorded.
+    pub fn redact_text(&self, text: &str, max_chars: usize) -> Option<String> {
+        let m = self.redactor.read().clone()?;
+        if m.is_empty() {
+            return Some(text.to_string());
+        }
+        let mut out = m.redact(text.as_bytes());
+        if text.chars().count() >= max_chars {
+            let live = m.live_suffix_start(&out);
+            if live < out.len() {
+                out.truncate(live);
+                out.extend_from_slice("…".as_bytes());
+            }
+        }
+        Some(String::from_utf8_lossy(&out).into_owned())
     }
 
     pub fn authz(&self) -> &Arc<Authorizer<P>> {
@@ -231,13 +260,16 @@ impl<P: ProcSource> SecretFs<P> {
             start_time: d.subject.as_ref().map(|s| s.starttime),
             uid: Some(c.uid),
             exe: d.subject.as_ref().and_then(|s| s.exe.clone()),
-            cmdline: d.subject.as_ref().and_then(|s| s.cmdline.clone()),
+            cmdline: d
+                .subject
+                .as_ref()
+                .and_then(|s| s.cmdline.as_deref())
+                .and_then(|l| self.redact_text(l, crate::authz::proc::CMDLINE_MAX)),
             grant: d.grant.map(|g| g.to_string()),
             mount: Some(self.mount.clone()),
         };
-        let follow_up = d.allowed
-            && opener.is_some()
-            && opener == d.subject.as_ref().map(|s| s.tgid);
+        let follow_up =
+            d.allowed && opener.is_some() && opener == d.subject.as_ref().map(|s| s.tgid);
         let recorded = if follow_up {
             self.audit.record_follow_up(ev)
         } else {
@@ -298,7 +330,12 @@ impl<P: ProcSource> SecretFs<P> {
                 .get(&fh)
                 .filter(|h| h.ino == ino)
                 .ok_or(FsError::BadHandle)?;
-            (h.path.clone(), h.secrets.clone(), h.content.clone(), h.opener)
+            (
+                h.path.clone(),
+                h.secrets.clone(),
+                h.content.clone(),
+                h.opener,
+            )
         };
         // A read at or past the end returns no bytes whoever asks: nothing
         // to decide or record (the size is public). Every reader of a whole
@@ -416,13 +453,19 @@ impl<P: ProcSource> SecretFs<P> {
         Ok(())
     }
 
-    /// Swaps in newly rendered files (after `set`, `rm`, `import`). Open
-    /// handles keep their snapshots. Returns what the kernel must forget.
-    pub fn replace(&self, files: Vec<Rendered>) -> (Vec<u64>, Vec<(u64, String)>) {
+    /// Swaps in newly rendered files (after `set`, `rm`, `import`) and the
+    /// matcher of the values they hold. Open handles keep their snapshots.
+    /// Returns what the kernel must forget.
+    pub fn replace(
+        &self,
+        files: Vec<Rendered>,
+        redactor: Arc<Matcher>,
+    ) -> (Vec<u64>, Vec<(u64, String)>) {
         let new = Tree::build(files, &mut self.inodes.lock(), SystemTime::now());
         let mut cur = self.tree.write();
         let diff = cur.diff(&new);
         *cur = Arc::new(new);
+        *self.redactor.write() = Some(redactor);
         self.locked.store(false, Ordering::Release);
         diff
     }
@@ -433,6 +476,7 @@ impl<P: ProcSource> SecretFs<P> {
         self.locked.store(true, Ordering::Release);
         let mut cur = self.tree.write();
         *cur = Arc::new(cur.without_contents());
+        *self.redactor.write() = None;
         drop(cur);
         for h in self.handles.lock().values_mut() {
             h.content = None;

@@ -64,6 +64,7 @@ fn fs(granted: bool) -> (SecretFs, Arc<Recorder>) {
         authz,
         rec.clone(),
         vec![file(&["A"], b"alpha"), file(&["d", "B"], b"bravo!")],
+        Arc::new(crate::scan::Matcher::new(Vec::<(String, &[u8])>::new())),
     );
     (f, rec)
 }
@@ -150,7 +151,10 @@ fn snapshot_survives_replace_and_lock_drops_it() {
     let c = me();
     let a = f.lookup(&c, ROOT, OsStr::new("A")).unwrap();
     let fh = f.open(&c, a.ino, libc::O_RDONLY).unwrap();
-    let (inos, _) = f.replace(vec![file(&["A"], b"ALPHA-2")]);
+    let (inos, _) = f.replace(
+        vec![file(&["A"], b"ALPHA-2")],
+        Arc::new(Matcher::new(Vec::<(String, &[u8])>::new())),
+    );
     assert!(inos.contains(&a.ino));
     assert_eq!(
         f.read(&c, a.ino, fh, 0, 100).unwrap().bytes(),
@@ -193,4 +197,49 @@ fn other_uid_sees_nothing() {
     };
     assert_eq!(f.getattr(&c, ROOT).err(), Some(FsError::Denied));
     assert_eq!(f.readdir(&c, ROOT, 0).err(), Some(FsError::Denied));
+}
+
+/// The caller's command line goes to the audit log with every served value
+/// taken out; while locked (no values held) it is left out.
+#[test]
+fn command_lines_are_recorded_redacted() {
+    let (f, rec) = fs(true);
+    let c = me();
+    // This test process's own argv[0] plays the value in its command line.
+    let cmdline = std::fs::read("/proc/self/cmdline").unwrap();
+    let arg0 = cmdline.split(|&b| b == 0).next().unwrap().to_vec();
+    assert!(arg0.len() >= crate::scan::MIN_LEN);
+    f.replace(
+        vec![file(&["A"], &arg0)],
+        Arc::new(Matcher::new([("A".to_string(), arg0.as_slice())])),
+    );
+    let a = f.lookup(&c, ROOT, OsStr::new("A")).unwrap();
+    let fh = f.open(&c, a.ino, libc::O_RDONLY).unwrap();
+    f.release(fh);
+    f.lock();
+    assert_eq!(f.open(&c, a.ino, libc::O_RDONLY), Err(FsError::Denied));
+    let evs = rec.0.lock();
+    let line = evs[0].cmdline.as_deref().unwrap();
+    assert!(line.starts_with("[hushfs:A]"), "{line}");
+    assert!(!line.contains(&*String::from_utf8_lossy(&arg0)), "{line}");
+    assert_eq!(evs[1].cmdline, None, "locked: no values to redact with");
+    drop(evs);
+
+    // A value cut off by the command line's length limit: its start is
+    // cut off too.
+    let f2 = SecretFs::new(
+        (c.uid, c.gid),
+        "p",
+        "/mnt",
+        f.authz().clone(),
+        rec.clone(),
+        vec![],
+        Arc::new(Matcher::new([("K".to_string(), &b"abcdefghij"[..])])),
+    );
+    assert_eq!(
+        f2.redact_text("x abcdefghij y", 100).unwrap(),
+        "x [hushfs:K] y"
+    );
+    assert_eq!(f2.redact_text("x abcd", 6).unwrap(), "x …");
+    assert_eq!(f2.redact_text("x abcd", 100).unwrap(), "x abcd");
 }

@@ -1,5 +1,5 @@
 //! Thin wrappers over the operating system: randomness, process hardening,
-//! XDG paths, pidfds. Everything `unsafe` in hushfs that is not FUSE lives here.
+//! XDG paths, pidfds.
 
 pub mod harden;
 pub mod paths;

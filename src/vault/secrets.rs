@@ -233,14 +233,18 @@ impl Secrets {
         let mut rest = &rest[4..];
         let mut s = Secrets::default();
         for i in 0..count {
-            let (&kind, r) = rest.split_first().ok_or_else(|| format!("record {i} missing"))?;
+            let (&kind, r) = rest
+                .split_first()
+                .ok_or_else(|| format!("record {i} missing"))?;
             let len = u32::from_le_bytes(
                 r.get(..4)
                     .ok_or("truncated record")?
                     .try_into()
                     .expect("4 bytes"),
             ) as usize;
-            let payload = r.get(4..4 + len).ok_or_else(|| format!("record {i} truncated"))?;
+            let payload = r
+                .get(4..4 + len)
+                .ok_or_else(|| format!("record {i} truncated"))?;
             rest = &r[4 + len..];
             let name_len = u16::from_le_bytes(
                 payload

@@ -122,31 +122,41 @@ pub fn latency(b: &Bench, e: Effort) {
     let k = e.n(300).to_string();
     let (n, k) = (n.as_str(), k.as_str());
     let mut cases = vec![
-        case("tmpfs file", Some(2), || b.helper(&["loop", &tmpfs, n, "len:64"])),
+        case("tmpfs file", Some(2), || {
+            b.helper(&["loop", &tmpfs, n, "len:64"])
+        }),
         case("FIFO fed by a helper process", Some(2), || {
             b.helper(&["loop", &fifo.path, n, "len:64"])
         }),
         case("bare FUSE (no authorization)", None, || {
             b.helper(&["loop", &bare_file, n, "len:64"])
         }),
-        case("**hushfs, authorized** (same process again)", Some(2), || {
-            b.granted(&b.mnt, &["loop", &secret, n, "len:64"])
-        }),
+        case(
+            "**hushfs, authorized** (same process again)",
+            Some(2),
+            || b.granted(&b.mnt, &["loop", &secret, n, "len:64"]),
+        ),
         case("hushfs, denied (same process again)", Some(2), || {
             b.helper(&["loop", &secret, n, "deny"])
         }),
         case("bare FUSE, first open of a new process", None, || {
             b.helper(&["chain", "1", &bare_file, k])
         }),
-        case("hushfs, authorized, new process at depth 2", Some(5), || {
-            b.granted(&b.mnt, &["chain", "1", &secret, k])
-        }),
-        case("hushfs, authorized, new process at depth 5", Some(5), || {
-            b.granted(&b.mnt, &["chain", "4", &secret, k])
-        }),
-        case("hushfs, authorized, new process at depth 30", Some(5), || {
-            b.granted(&b.mnt, &["chain", "29", &secret, k])
-        }),
+        case(
+            "hushfs, authorized, new process at depth 2",
+            Some(5),
+            || b.granted(&b.mnt, &["chain", "1", &secret, k]),
+        ),
+        case(
+            "hushfs, authorized, new process at depth 5",
+            Some(5),
+            || b.granted(&b.mnt, &["chain", "4", &secret, k]),
+        ),
+        case(
+            "hushfs, authorized, new process at depth 30",
+            Some(5),
+            || b.granted(&b.mnt, &["chain", "29", &secret, k]),
+        ),
         case("hushfs, denied, new process", Some(5), || {
             b.helper(&["chain", "1", &secret, k, "deny"])
         }),
@@ -161,7 +171,14 @@ pub fn latency(b: &Bench, e: Effort) {
     }
     let mut t = Table::new(
         "1–2. open + read + close of a 64-byte secret",
-        &["reader", "median", "p99", "vs bare FUSE", "samples", "errors"],
+        &[
+            "reader",
+            "median",
+            "p99",
+            "vs bare FUSE",
+            "samples",
+            "errors",
+        ],
     );
     for c in &cases {
         let vs = c.base.map_or("1.00×".into(), |i| {
@@ -209,10 +226,7 @@ pub fn concurrency(b: &Bench, e: Effort) {
         let iters = (e.n(24_000) / n).clamp(50, 5000).to_string();
         let ns = n.to_string();
         let runs: [(&str, Command); 2] = [
-            (
-                "bare FUSE",
-                b.helper(&["readers", &ns, &bare_file, &iters]),
-            ),
+            ("bare FUSE", b.helper(&["readers", &ns, &bare_file, &iters])),
             (
                 "hushfs",
                 b.granted(&b.mnt, &["readers", &ns, &secret, &iters]),

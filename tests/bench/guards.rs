@@ -54,9 +54,34 @@ fn secrets(n: usize) -> Vec<(String, String)> {
 /// raw, base64 or hex. Returns the text and how many were planted.
 fn corpus(bytes: usize, secrets: &[(String, String)]) -> (Vec<u8>, usize) {
     const WORDS: &[&str] = &[
-        "request", "handled", "in", "ms", "user", "id", "GET", "/api/v1/items", "200",
-        "cache", "miss", "for", "key", "retrying", "connection", "to", "db", "ok", "warn",
-        "error", "timeout", "after", "worker", "started", "job", "queued", "done", "the",
+        "request",
+        "handled",
+        "in",
+        "ms",
+        "user",
+        "id",
+        "GET",
+        "/api/v1/items",
+        "200",
+        "cache",
+        "miss",
+        "for",
+        "key",
+        "retrying",
+        "connection",
+        "to",
+        "db",
+        "ok",
+        "warn",
+        "error",
+        "timeout",
+        "after",
+        "worker",
+        "started",
+        "job",
+        "queued",
+        "done",
+        "the",
     ];
     let mut r = Rng(7);
     let mut out = Vec::with_capacity(bytes + 256);
@@ -73,8 +98,14 @@ fn corpus(bytes: usize, secrets: &[(String, String)]) -> (Vec<u8>, usize) {
             let v = secrets[r.below(secrets.len())].1.as_bytes();
             let enc = match planted % 3 {
                 0 => v.to_vec(),
-                1 => base64::engine::general_purpose::STANDARD.encode(v).into_bytes(),
-                _ => v.iter().map(|b| format!("{b:02x}")).collect::<String>().into_bytes(),
+                1 => base64::engine::general_purpose::STANDARD
+                    .encode(v)
+                    .into_bytes(),
+                _ => v
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+                    .into_bytes(),
             };
             out.extend_from_slice(b"token=");
             out.extend_from_slice(&enc);
@@ -110,11 +141,7 @@ pub fn scanner(b: &Bench, e: Effort) {
         "build the automaton (all encodings)".into(),
         time(t0.elapsed().as_nanos() as u64),
         "-".into(),
-        format!(
-            "{} patterns, {} MiB",
-            m.patterns(),
-            m.memory_usage() >> 20
-        ),
+        format!("{} patterns, {} MiB", m.patterns(), m.memory_usage() >> 20),
     ]);
 
     let mut best_scan = Duration::MAX;
@@ -175,7 +202,10 @@ pub fn scanner(b: &Bench, e: Effort) {
         "`hushfs scan -p scan1000 FILE` (whole command)".into(),
         time(dt.as_nanos() as u64),
         mb_s(text.len(), dt),
-        format!("exit {}, {reported} lines reported", o.status.code().unwrap_or(-1)),
+        format!(
+            "exit {}, {reported} lines reported",
+            o.status.code().unwrap_or(-1)
+        ),
     ]);
     std::fs::remove_file(&file).unwrap();
 
@@ -227,7 +257,11 @@ pub fn scanner(b: &Bench, e: Effort) {
          Line latency = CLOCK_MONOTONIC from the child's write to the harness reading the line \
          from run's stdout (a pipe).",
         if scan_ok { "met" } else { "**missed**" },
-        if added <= 1_000_000 { "met" } else { "**missed**" },
+        if added <= 1_000_000 {
+            "met"
+        } else {
+            "**missed**"
+        },
         time(added),
         time(added99)
     ));
@@ -286,7 +320,10 @@ fn denials_logged(b: &Bench) -> usize {
 
 /// Section 8.
 pub fn audit(b: &Bench, e: Effort) {
-    let mut t = Table::new("8. audit log", &["operation", "median", "p99 / total", "notes"]);
+    let mut t = Table::new(
+        "8. audit log",
+        &["operation", "median", "p99 / total", "notes"],
+    );
     let tmp = tempfile::tempdir_in(b.tmp.path()).unwrap();
     let id = [7u8; 16];
     let key = Key32::random();
@@ -358,7 +395,11 @@ pub fn audit(b: &Bench, e: Effort) {
     t.row(vec![
         "burst of 10,000 denials (library)".into(),
         time(s.median()),
-        format!("{} total, {} to disk", time(queued.as_nanos() as u64), time(flushed.as_nanos() as u64)),
+        format!(
+            "{} total, {} to disk",
+            time(queued.as_nanos() as u64),
+            time(flushed.as_nanos() as u64)
+        ),
         "denials do not wait for the write".into(),
     ]);
     drop(sink);
@@ -417,7 +458,11 @@ pub fn audit(b: &Bench, e: Effort) {
         format!("write {big} entries (batches of 10,000, fsync each)"),
         "-".into(),
         time(write.as_nanos() as u64),
-        format!("{} MiB in {} files", bytes >> 20, files.all().unwrap().len()),
+        format!(
+            "{} MiB in {} files",
+            bytes >> 20,
+            files.all().unwrap().len()
+        ),
     ]);
     let t0 = Instant::now();
     let r = verify::verify(&id, &key, &files, &[]).unwrap();

@@ -42,13 +42,7 @@ fn read_file(path: &CString, buf: &mut Vec<u8>) -> Result<usize, i32> {
             buf.resize(buf.len() * 2, 0);
         }
         // SAFETY: the destination is the unused tail of `buf`, in bounds.
-        let n = unsafe {
-            libc::read(
-                fd,
-                buf[total..].as_mut_ptr().cast(),
-                buf.len() - total,
-            )
-        };
+        let n = unsafe { libc::read(fd, buf[total..].as_mut_ptr().cast(), buf.len() - total) };
         match n {
             0 => break Ok(total),
             n if n < 0 => {
@@ -108,7 +102,13 @@ fn chain(depth: usize, path: &str, k: usize, deny: bool) -> i32 {
     if depth > 1 {
         let exe = std::env::current_exe().expect("own path");
         let mut c = std::process::Command::new(exe);
-        c.args(["helper", "chain", &(depth - 1).to_string(), path, &k.to_string()]);
+        c.args([
+            "helper",
+            "chain",
+            &(depth - 1).to_string(),
+            path,
+            &k.to_string(),
+        ]);
         if deny {
             c.arg("deny");
         }
@@ -135,7 +135,7 @@ fn chain(depth: usize, path: &str, k: usize, deny: bool) -> i32 {
         }
         out += &format!("{ns}\n");
     }
-    print!("{out}errors {errors}\n");
+    println!("{out}errors {errors}");
     0
 }
 
@@ -244,7 +244,8 @@ fn readers(n: usize, path: &str, iters: usize) -> i32 {
             .map(|&(_, fd)| {
                 s.spawn(move || {
                     // SAFETY: the read end is ours; wrapping closes it once.
-                    let mut r = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                    let mut r =
+                        unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
                     let mut v = Vec::new();
                     let _ = r.read_to_end(&mut v);
                     v
@@ -284,8 +285,9 @@ fn readers(n: usize, path: &str, iters: usize) -> i32 {
 
 /// FNV-1a: enough to tell whether readers saw the same bytes.
 fn fnv(b: &[u8]) -> u64 {
-    b.iter()
-        .fold(0xcbf29ce484222325, |h, &x| (h ^ u64::from(x)).wrapping_mul(0x100000001b3))
+    b.iter().fold(0xcbf29ce484222325, |h, &x| {
+        (h ^ u64::from(x)).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// Feeds a FIFO the way a .env-over-FIFO tool does: each reader's open is
@@ -311,7 +313,11 @@ fn ticker(n: usize, every: Duration) -> i32 {
             "tick {} some ordinary log output of a test runner, nothing secret here\n",
             crate::mono_ns()
         );
-        if out.write_all(line.as_bytes()).and_then(|_| out.flush()).is_err() {
+        if out
+            .write_all(line.as_bytes())
+            .and_then(|_| out.flush())
+            .is_err()
+        {
             return 1;
         }
         std::thread::sleep(every);

@@ -70,7 +70,10 @@ pub fn projects(b: &Bench, e: Effort) {
             time(ready.quantile(1.0)),
             time(ls.median()),
             time(out.samples.median()),
-            format!("{} KiB", out.field("bytes").parse::<u64>().unwrap_or(0) / 1024),
+            format!(
+                "{} KiB",
+                out.field("bytes").parse::<u64>().unwrap_or(0) / 1024
+            ),
             mib(now),
             mib(peak),
         ]);
@@ -90,28 +93,38 @@ pub fn projects(b: &Bench, e: Effort) {
     t.print();
 }
 
+/// A named way to start one command.
+type Case<'a> = (&'a str, Box<dyn Fn() -> Command + 'a>);
+
 /// Section 5.
 pub fn run_overhead(b: &Bench, e: Effort) {
     let reps = e.n(40);
     let mnt = b.mnt.to_str().unwrap();
-    let cases: Vec<(&str, Box<dyn Fn() -> Command>)> = vec![
-        ("`env true`", Box::new(|| {
-            let mut c = Command::new("env");
-            c.arg("true");
-            c
-        })),
-        ("`hushfs run -p app -- true` (private mount)", Box::new(|| {
-            b.hushfs(&["run", "-p", "app", "--", "true"])
-        })),
-        ("`hushfs run --mount DIR -- true`", Box::new(move || {
-            b.hushfs(&["run", "--mount", mnt, "--", "true"])
-        })),
-        ("`hushfs run --mount DIR --no-redact -- true`", Box::new(move || {
-            b.hushfs(&["run", "--mount", mnt, "--no-redact", "--", "true"])
-        })),
-        ("`hushfs run -p app --env -- true` (private mount + env)", Box::new(|| {
-            b.hushfs(&["run", "-p", "app", "--env", "--", "true"])
-        })),
+    let cases: Vec<Case> = vec![
+        (
+            "`env true`",
+            Box::new(|| {
+                let mut c = Command::new("env");
+                c.arg("true");
+                c
+            }),
+        ),
+        (
+            "`hushfs run -p app -- true` (private mount)",
+            Box::new(|| b.hushfs(&["run", "-p", "app", "--", "true"])),
+        ),
+        (
+            "`hushfs run --mount DIR -- true`",
+            Box::new(move || b.hushfs(&["run", "--mount", mnt, "--", "true"])),
+        ),
+        (
+            "`hushfs run --mount DIR --no-redact -- true`",
+            Box::new(move || b.hushfs(&["run", "--mount", mnt, "--no-redact", "--", "true"])),
+        ),
+        (
+            "`hushfs run -p app --env -- true` (private mount + env)",
+            Box::new(|| b.hushfs(&["run", "-p", "app", "--env", "--", "true"])),
+        ),
     ];
     let mut s: Vec<Samples> = vec![Samples::default(); cases.len()];
     for _ in 0..reps {
@@ -125,7 +138,13 @@ pub fn run_overhead(b: &Bench, e: Effort) {
     }
     let mut t = Table::new(
         "5. `hushfs run -- true` with a cached key",
-        &["command", "median", "p99", "added (median)", "vs `env true`"],
+        &[
+            "command",
+            "median",
+            "p99",
+            "added (median)",
+            "vs `env true`",
+        ],
     );
     let base = s[0].median();
     let mut worst = 0;
@@ -143,7 +162,11 @@ pub fn run_overhead(b: &Bench, e: Effort) {
     t.note(format!(
         "Target: ≤ 50 ms added — {} (worst case {}). Output goes to /dev/null, so run \
          redacts through a pipe (no pty).",
-        if worst <= 50_000_000 { "met" } else { "**missed**" },
+        if worst <= 50_000_000 {
+            "met"
+        } else {
+            "**missed**"
+        },
         time(worst)
     ));
     t.print();
@@ -192,7 +215,12 @@ pub fn unlock(b: &Bench, e: Effort) {
         }),
     );
     for (name, s, peak) in rows {
-        t.row(vec![name, time(s.median()), time(s.quantile(1.0)), mib(peak)]);
+        t.row(vec![
+            name,
+            time(s.median()),
+            time(s.quantile(1.0)),
+            mib(peak),
+        ]);
     }
     t.note(
         "Peak RSS is the command's ru_maxrss (wait4): Argon2id's memory cost shows there. \
