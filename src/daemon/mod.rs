@@ -106,8 +106,8 @@ pub fn render_opened(
 
 /// The matcher of every value the mount serves, which takes them out of
 /// command lines and grant labels before they are recorded or logged.
-fn redactor(values: &crate::source::Values) -> Arc<crate::scan::Matcher> {
-    Arc::new(crate::scan::Matcher::new(
+fn redactor(values: &crate::source::Values) -> Arc<crate::scan::Compact> {
+    Arc::new(crate::scan::Compact::new(
         values.iter().map(|(n, v)| (n.clone(), v.expose())),
     ))
 }
@@ -256,7 +256,7 @@ impl Daemon {
                 lock_contents(&files);
             }
             let (inodes, entries) = self.fs.replace(files, redactor(&served.values));
-            self.invalidate(&inodes, &entries);
+                    self.invalidate(&inodes, &entries);
             log::info!(
                 "reloaded {} ({} changed, {} names)",
                 self.project,

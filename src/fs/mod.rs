@@ -17,7 +17,7 @@ use crate::audit::{AuditSink, Event};
 use crate::authz::{Authorizer, Caller, Decision, ProcFs, ProcSource};
 use crate::policy::Enforcer;
 use crate::render::Rendered;
-use crate::scan::Matcher;
+use crate::scan::Compact;
 use crate::secret::SecretBytes;
 use tree::{Inodes, Node, NodeKind, Tree};
 
@@ -96,7 +96,7 @@ pub struct SecretFs<P: ProcSource = ProcFs> {
     /// Every value the tree serves, for taking them out of command lines
     /// before they are recorded. Swapped with the tree (under its lock);
     /// `None` while locked, when the mount holds no values.
-    redactor: RwLock<Option<Arc<Matcher>>>,
+    redactor: RwLock<Option<Arc<Compact>>>,
     inodes: Mutex<Inodes>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
@@ -113,7 +113,7 @@ impl<P: ProcSource> SecretFs<P> {
         authz: Arc<Authorizer<P>>,
         audit: Arc<dyn AuditSink>,
         files: Vec<Rendered>,
-        redactor: Arc<Matcher>,
+        redactor: Arc<Compact>,
     ) -> Self {
         let mut inodes = Inodes::default();
         let tree = Tree::build(files, &mut inodes, SystemTime::now());
@@ -459,7 +459,7 @@ impl<P: ProcSource> SecretFs<P> {
     pub fn replace(
         &self,
         files: Vec<Rendered>,
-        redactor: Arc<Matcher>,
+        redactor: Arc<Compact>,
     ) -> (Vec<u64>, Vec<(u64, String)>) {
         let new = Tree::build(files, &mut self.inodes.lock(), SystemTime::now());
         let mut cur = self.tree.write();

@@ -64,7 +64,7 @@ fn fs(granted: bool) -> (SecretFs, Arc<Recorder>) {
         authz,
         rec.clone(),
         vec![file(&["A"], b"alpha"), file(&["d", "B"], b"bravo!")],
-        Arc::new(crate::scan::Matcher::new(Vec::<(String, &[u8])>::new())),
+        Arc::new(crate::scan::Compact::new(Vec::<(String, &[u8])>::new())),
     );
     (f, rec)
 }
@@ -153,7 +153,7 @@ fn snapshot_survives_replace_and_lock_drops_it() {
     let fh = f.open(&c, a.ino, libc::O_RDONLY).unwrap();
     let (inos, _) = f.replace(
         vec![file(&["A"], b"ALPHA-2")],
-        Arc::new(Matcher::new(Vec::<(String, &[u8])>::new())),
+        Arc::new(Compact::new(Vec::<(String, &[u8])>::new())),
     );
     assert!(inos.contains(&a.ino));
     assert_eq!(
@@ -211,7 +211,7 @@ fn command_lines_are_recorded_redacted() {
     assert!(arg0.len() >= crate::scan::MIN_LEN);
     f.replace(
         vec![file(&["A"], &arg0)],
-        Arc::new(Matcher::new([("A".to_string(), arg0.as_slice())])),
+        Arc::new(Compact::new([("A".to_string(), arg0.as_slice())])),
     );
     let a = f.lookup(&c, ROOT, OsStr::new("A")).unwrap();
     let fh = f.open(&c, a.ino, libc::O_RDONLY).unwrap();
@@ -234,12 +234,17 @@ fn command_lines_are_recorded_redacted() {
         f.authz().clone(),
         rec.clone(),
         vec![],
-        Arc::new(Matcher::new([("K".to_string(), &b"abcdefghij"[..])])),
+        Arc::new(Compact::new([("K".to_string(), &b"abcdefghij"[..])])),
     );
     assert_eq!(
         f2.redact_text("x abcdefghij y", 100).unwrap(),
         "x [hushfs:K] y"
     );
-    assert_eq!(f2.redact_text("x abcd", 6).unwrap(), "x …");
+    // (A tail shorter than 6 bytes always goes: any could start a value.)
+    assert_eq!(f2.redact_text("x abcd", 6).unwrap(), "x…");
+    assert_eq!(
+        f2.redact_text("x zzzzzzzzzz abcdefg", 20).unwrap(),
+        "x zzzzzzzzzz …"
+    );
     assert_eq!(f2.redact_text("x abcd", 100).unwrap(), "x abcd");
 }

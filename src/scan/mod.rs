@@ -20,6 +20,7 @@
 //! sys/harden.rs), and the matcher lives only as long as the command.
 
 pub mod git;
+mod compact;
 pub mod stream;
 
 use aho_corasick::automaton::Automaton;
@@ -27,6 +28,7 @@ use aho_corasick::{Anchored, Input, MatchKind, StartKind, dfa, nfa::contiguous};
 use base64::Engine;
 use zeroize::Zeroizing;
 
+pub use compact::Compact;
 pub use stream::{Piece, Redactor, Stream};
 
 /// Values shorter than this are not matched: too many false hits.
@@ -119,10 +121,17 @@ pub struct Matcher {
     max_len: usize,
 }
 
-impl Matcher {
-    /// Builds the matcher from (label, value) pairs. Labels are what hits
-    /// and redactions show (`NAME` or `PROJECT/NAME`).
-    pub fn new<'a, I>(secrets: I) -> Matcher
+/// Every pattern to look for, sorted by bytes and deduplicated: the same
+/// bytes from two encodings (hex of digits is the same in both cases) or
+/// two secrets count once, for the first secret and the plainest encoding.
+struct Patterns {
+    labels: Vec<String>,
+    unscannable: Vec<String>,
+    pats: Vec<(Zeroizing<Vec<u8>>, PatMeta)>,
+}
+
+impl Patterns {
+    fn of<'a, I>(secrets: I) -> Patterns
     where
         I: IntoIterator<Item = (String, &'a [u8])>,
     {
@@ -160,6 +169,26 @@ impl Matcher {
                 .then(a.1.encoding.cmp(&b.1.encoding))
         });
         pats.dedup_by(|b, a| a.0.as_slice() == b.0.as_slice());
+        Patterns {
+            labels,
+            unscannable,
+            pats,
+        }
+    }
+}
+
+impl Matcher {
+    /// Builds the matcher from (label, value) pairs. Labels are what hits
+    /// and redactions show (`NAME` or `PROJECT/NAME`).
+    pub fn new<'a, I>(secrets: I) -> Matcher
+    where
+        I: IntoIterator<Item = (String, &'a [u8])>,
+    {
+        let Patterns {
+            labels,
+            unscannable,
+            pats,
+        } = Patterns::of(secrets);
         let max_len = pats.iter().map(|p| p.0.len()).max().unwrap_or(0);
         let total: usize = pats.iter().map(|p| p.0.len()).sum();
         let aut = if pats.is_empty() {

@@ -351,3 +351,61 @@ proptest! {
         );
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// The daemon's compact matcher redacts exactly like the automaton, and
+    /// cuts a truncated text's tail at least as far.
+    #[test]
+    fn compact_redacts_like_the_matcher(
+        picks in proptest::collection::vec((0usize..1500, 0usize..4, 0usize..40), 0..20),
+        small in any::<bool>(),
+    ) {
+        static BIG: std::sync::OnceLock<(Matcher, Compact)> = std::sync::OnceLock::new();
+        static SMALL: std::sync::OnceLock<(Matcher, Compact)> = std::sync::OnceLock::new();
+        let values = big_values();
+        let (m, c) = if small {
+            SMALL.get_or_init(|| {
+                let few = || values[..40].iter().enumerate().map(|(i, v)| (format!("S{i}"), v.as_slice()));
+                (Matcher::new(few()), Compact::new(few()))
+            })
+        } else {
+            BIG.get_or_init(|| {
+                let all = || values.iter().enumerate().map(|(i, v)| (format!("S{i}"), v.as_slice()));
+                (Matcher::new(all()), Compact::new(all()))
+            })
+        };
+        let mut hay = Vec::new();
+        for (i, kind, cut) in picks {
+            let v = &values[if small { i % 40 } else { i }];
+            match kind {
+                0 => hay.extend_from_slice(v),
+                1 => hay.extend_from_slice(STANDARD_NO_PAD.encode(v).as_bytes()),
+                2 => hay.extend_from_slice(&v[..cut.min(v.len())]),
+                _ => hay.extend_from_slice(&b"q0000z00001-more"[..cut % 16]),
+            }
+        }
+        prop_assert_eq!(c.redact(&hay), m.redact(&hay));
+        prop_assert!(c.live_suffix_start(&hay) <= m.live_suffix_start(&hay));
+    }
+}
+
+#[test]
+fn compact_finds_every_encoding() {
+    let c = Compact::new([("app/TOKEN".to_string(), TOKEN)]);
+    for text in [
+        TOKEN.to_vec(),
+        STANDARD.encode(TOKEN).into_bytes(),
+        TOKEN.iter().map(|b| format!("{b:02x}")).collect::<String>().into_bytes(),
+    ] {
+        let mut hay = b"curl -H 'Authorization: Bearer ".to_vec();
+        hay.extend_from_slice(&text);
+        hay.extend_from_slice(b"' https://example");
+        let out = c.redact(&hay);
+        assert_eq!(
+            out,
+            b"curl -H 'Authorization: Bearer [hushfs:app/TOKEN]' https://example".to_vec()
+        );
+    }
+    assert!(Compact::new(Vec::<(String, &[u8])>::new()).is_empty());
+}
