@@ -171,10 +171,9 @@ fn changing_the_policy_needs_the_passphrase_even_when_unlocked() {
 /// file, no keychain): the passphrase is typed at the prompt. Returns the
 /// exit code and everything the terminal showed.
 fn with_prompt(e: &Env, args: &[&str]) -> (Option<i32>, String) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::os::unix::process::CommandExt;
     use std::process::Stdio;
-    use std::sync::{Arc, Mutex};
 
     let pty = nix::pty::openpty(None, None).unwrap();
     let slave = || Stdio::from(pty.slave.try_clone().unwrap());
@@ -199,29 +198,8 @@ fn with_prompt(e: &Env, args: &[&str]) -> (Option<i32>, String) {
     // does the master see the end.
     drop(c);
     drop(pty.slave);
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let reader = {
-        let seen = seen.clone();
-        let mut master = std::fs::File::from(pty.master.try_clone().unwrap());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = master.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                seen.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !String::from_utf8_lossy(&seen.lock().unwrap()).contains("assphrase") {
-        assert!(
-            Instant::now() < deadline,
-            "no prompt: {}",
-            String::from_utf8_lossy(&seen.lock().unwrap())
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (seen, reader) = common::pty::collect(&pty.master);
+    common::pty::wait_for(&seen, "assphrase", Duration::from_secs(20));
     let mut master = std::fs::File::from(pty.master);
     master.write_all(format!("{PASS}\n").as_bytes()).unwrap();
     let status = child.wait().unwrap();

@@ -143,32 +143,8 @@ fn on_a_terminal_the_command_gets_a_pty_that_follows_resizes() {
         .spawn()
         .unwrap();
     drop(pty.slave);
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let reader = {
-        let seen = seen.clone();
-        let mut master = std::fs::File::from(pty.master.try_clone().unwrap());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            // EIO once every slave is closed: the end.
-            while let Ok(n) = master.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                seen.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        })
-    };
-    let wait_for = |what: &str| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !String::from_utf8_lossy(&seen.lock().unwrap()).contains(what) {
-            assert!(
-                Instant::now() < deadline,
-                "no {what:?} in {:?}",
-                String::from_utf8_lossy(&seen.lock().unwrap())
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let (seen, reader) = common::pty::collect(&pty.master);
+    let wait_for = |what: &str| common::pty::wait_for(&seen, what, Duration::from_secs(10));
     wait_for("ready");
     set_size(&pty.master, 44, 120);
     // SAFETY: kill sends a signal to our child process.
@@ -206,33 +182,12 @@ fn on_terminal(e: &Env, script: &str) -> (std::process::Child, OwnedFd, Arc<Mute
         .spawn()
         .unwrap();
     drop(pty.slave);
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    {
-        let seen = seen.clone();
-        let mut master = std::fs::File::from(pty.master.try_clone().unwrap());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = master.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                seen.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
-    }
+    let (seen, _reader) = common::pty::collect(&pty.master);
     (child, pty.master, seen)
 }
 
 fn wait_for(seen: &Mutex<Vec<u8>>, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !String::from_utf8_lossy(&seen.lock().unwrap()).contains(what) {
-        assert!(
-            Instant::now() < deadline,
-            "no {what:?} in {:?}",
-            String::from_utf8_lossy(&seen.lock().unwrap())
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::pty::wait_for(seen, what, Duration::from_secs(10));
 }
 
 #[test]

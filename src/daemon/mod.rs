@@ -256,7 +256,7 @@ impl Daemon {
                 lock_contents(&files);
             }
             let (inodes, entries) = self.fs.replace(files, redactor(&served.values));
-                    self.invalidate(&inodes, &entries);
+            self.invalidate(&inodes, &entries);
             log::info!(
                 "reloaded {} ({} changed, {} names)",
                 self.project,

@@ -67,12 +67,7 @@ impl Compact {
             }
         }
         let pat = |p: &(u32, u32, u32, Encoding)| &bytes[p.0 as usize..(p.0 + p.1) as usize];
-        all.sort_by(|a, b| {
-            pat(a)
-                .cmp(pat(b))
-                .then(a.2.cmp(&b.2))
-                .then(a.3.cmp(&b.3))
-        });
+        all.sort_by(|a, b| pat(a).cmp(pat(b)).then(a.2.cmp(&b.2)).then(a.3.cmp(&b.3)));
         all.dedup_by(|b, a| pat(a) == pat(b));
         let mut list: Vec<(u32, u32, u32)> = all.iter().map(|p| (p.0, p.1, p.2)).collect();
         drop(all);
@@ -92,7 +87,7 @@ impl Compact {
             while j < list.len() && key(&bytes, &list[j]) == k {
                 j += 1;
             }
-            list[i..j].sort_by(|a, b| b.1.cmp(&a.1));
+            list[i..j].sort_by_key(|p| std::cmp::Reverse(p.1));
             index.insert(k, (i as u32, j as u32));
             i = j;
         }

@@ -19,8 +19,8 @@
 //! dropped; the processes that build matchers are non-dumpable (see
 //! sys/harden.rs), and the matcher lives only as long as the command.
 
-pub mod git;
 mod compact;
+pub mod git;
 pub mod stream;
 
 use aho_corasick::automaton::Automaton;
@@ -312,15 +312,8 @@ impl Matcher {
                 let Some(m) = nfa.try_find(&at).expect("anchored search is supported") else {
                     continue;
                 };
-                let meta = pats[m.pattern().as_usize()];
                 resume = m.end();
-                let hit = Hit {
-                    secret: meta.secret as usize,
-                    encoding: meta.encoding,
-                    start: m.start(),
-                    end: m.end(),
-                };
-                if !f(hit) {
+                if !f(hit(pats, m)) {
                     return;
                 }
             }
@@ -330,14 +323,7 @@ impl Matcher {
                 .try_find_iter(Input::new(hay))
                 .expect("unanchored search is supported");
             for m in iter {
-                let meta = pats[m.pattern().as_usize()];
-                let hit = Hit {
-                    secret: meta.secret as usize,
-                    encoding: meta.encoding,
-                    start: m.start(),
-                    end: m.end(),
-                };
-                if !f(hit) {
+                if !f(hit(pats, m)) {
                     break;
                 }
             }
@@ -383,6 +369,16 @@ impl Matcher {
         out.extend_from_slice(b"[hushfs:");
         out.extend_from_slice(self.labels[secret].as_bytes());
         out.push(b']');
+    }
+}
+
+fn hit(pats: &[PatMeta], m: aho_corasick::Match) -> Hit {
+    let meta = pats[m.pattern().as_usize()];
+    Hit {
+        secret: meta.secret as usize,
+        encoding: meta.encoding,
+        start: m.start(),
+        end: m.end(),
     }
 }
 

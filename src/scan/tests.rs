@@ -396,7 +396,11 @@ fn compact_finds_every_encoding() {
     for text in [
         TOKEN.to_vec(),
         STANDARD.encode(TOKEN).into_bytes(),
-        TOKEN.iter().map(|b| format!("{b:02x}")).collect::<String>().into_bytes(),
+        TOKEN
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+            .into_bytes(),
     ] {
         let mut hay = b"curl -H 'Authorization: Bearer ".to_vec();
         hay.extend_from_slice(&text);

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub mod mount;
+pub mod pty;
 
 use hushfs::vault::unlock::{self, KeyOpts};
 use hushfs::vault::{Secrets, Vault};
