@@ -674,6 +674,7 @@ pub fn serve(mut opts: ServeOpts) -> Result<()> {
 }
 
 fn serve_inner(opts: ServeOpts, ready: &mut Option<File>) -> Result<()> {
+    crate::sys::harden::one_malloc_arena();
     let all_locked = crate::sys::harden::lock_memory_if_allowed();
     if opts.private {
         // The `run` that started us may die by SIGKILL: take that as a stop.

@@ -69,3 +69,16 @@ pub fn mlock_slice(buf: &[u8]) -> bool {
     // does not access the memory, it only pins the pages.
     unsafe { libc::mlock(buf.as_ptr().cast(), buf.len()) == 0 }
 }
+
+/// One malloc arena for the whole process. glibc gives threads arenas of
+/// their own; under mlockall every page one of them ever touched stays
+/// resident, and a 10,000-secret mount held 39 MiB instead of 30 MiB.
+/// Threads still allocate small blocks from their own caches (tcache), so
+/// the shared arena's lock is rarely taken on the request path.
+pub fn one_malloc_arena() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets a tunable of glibc's allocator.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
