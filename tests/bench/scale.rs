@@ -19,6 +19,14 @@ pub fn make_project(b: &Bench, n: usize) -> String {
     name
 }
 
+fn size(bytes: u64) -> String {
+    if bytes < 1024 {
+        format!("{bytes} B")
+    } else {
+        format!("{} KiB", bytes / 1024)
+    }
+}
+
 /// Section 4.
 pub fn projects(b: &Bench, e: Effort) {
     let mut t = Table::new(
@@ -70,10 +78,7 @@ pub fn projects(b: &Bench, e: Effort) {
             time(ready.quantile(1.0)),
             time(ls.median()),
             time(out.samples.median()),
-            format!(
-                "{} KiB",
-                out.field("bytes").parse::<u64>().unwrap_or(0) / 1024
-            ),
+            size(out.field("bytes").parse::<u64>().unwrap_or(0)),
             mib(now),
             mib(peak),
         ]);
