@@ -152,13 +152,15 @@ impl Shared {
         }
         let batch: Vec<Item> = q.pending.drain(..).collect();
         drop(q);
-        // If the write panics, nobody may wait for it forever.
-        let guard = PanicGuard(self);
+        // If anything below panics, nobody may wait for this batch forever.
+        let mut guard = PanicGuard {
+            sh: self,
+            armed: true,
+        };
         let mut w = self.writer();
         let recs: Vec<Record> = batch.iter().map(|i| i.rec.clone()).collect();
         let res = w.writer.append_unsynced(&recs);
         let mut q = self.lock();
-        std::mem::forget(guard);
         let end = batch.last().map_or(q.attempted, |i| i.ticket + 1);
         q.attempted = q.attempted.max(end);
         match res {
@@ -202,6 +204,7 @@ impl Shared {
             }
         }
         drop(w);
+        guard.armed = false;
         q.writing = false;
         self.done.notify_all();
         q
@@ -236,14 +239,21 @@ impl Shared {
 
 /// Marks the sink dead when a batch's write unwinds, so no caller waits
 /// forever for it.
-struct PanicGuard<'a>(&'a Shared);
+struct PanicGuard<'a> {
+    sh: &'a Shared,
+    armed: bool,
+}
 
 impl Drop for PanicGuard<'_> {
     fn drop(&mut self) {
-        let mut q = self.0.lock();
+        if !self.armed {
+            return;
+        }
+        // The queue guard (declared after this one) is dropped first.
+        let mut q = self.sh.lock();
         q.dead = true;
         q.writing = false;
-        self.0.done.notify_all();
+        self.sh.done.notify_all();
     }
 }
 
@@ -328,7 +338,7 @@ fn reason(q: &Queue) -> String {
 
 impl AuditLog {
     fn push(&self, ev: Event, wait: bool) -> Result<(), String> {
-        let rec = Record::now(ev);
+        let mut rec = Record::now(ev);
         let sh = &self.shared;
         let mut q = sh.lock();
         if q.shutdown || q.dead {
@@ -337,6 +347,15 @@ impl AuditLog {
         if q.pending.len() >= sh.opts.queue_max {
             q.dropped += 1;
             return Err(format!("audit queue full; {}", reason(&q)));
+        }
+        if !wait && q.failure.is_some() && !rec.ev.is_denial() {
+            // A queued allow the caller is about to refuse (the log is known
+            // to be failing): say so in the log, as a failed batch does.
+            rec.ev.decision = Some("deny".into());
+            rec.ev.reason = Some(format!(
+                "denied because the audit log could not record it ({})",
+                reason(&q)
+            ));
         }
         let ticket = q.next_ticket;
         q.next_ticket += 1;
@@ -468,6 +487,11 @@ fn run(sh: Arc<Shared>) {
         let mut wait = q
             .oldest
             .map_or(interval, |t| interval.saturating_sub(t.elapsed()));
+        if q.writing {
+            // A caller is writing (maybe blocked on the lock): look again
+            // later rather than every millisecond.
+            wait = interval;
+        }
         if q.unsynced {
             wait = wait.min(interval.saturating_sub(synced_at.elapsed()));
         }

@@ -750,3 +750,30 @@ mod event {
         assert!(e.exe.is_some() && e.cmdline.is_some());
     }
 }
+
+#[test]
+fn a_follow_up_refused_while_the_log_fails_is_logged_as_denied() {
+    let t = T::new();
+    let log = sink(&t, 20);
+    log.record(allow(1)).unwrap();
+    let active = t.active();
+    let aside = active.with_extension("aside");
+    std::fs::rename(&active, &aside).unwrap();
+    std::fs::create_dir(&active).unwrap();
+    assert!(log.record(allow(2)).is_err(), "the failure becomes known");
+    // A read by the opener while the log is known to fail: refused, and
+    // the line that is eventually written says so.
+    assert!(log.record_follow_up(allow(3)).is_err());
+    std::fs::remove_dir(&active).unwrap();
+    std::fs::rename(&aside, &active).unwrap();
+    log.record(allow(4)).unwrap();
+    drop(log);
+    let evs: Vec<Entry> = t
+        .lines()
+        .iter()
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    let third = evs.iter().find(|e| e.ev.pid == Some(1003)).unwrap();
+    assert_eq!(third.ev.decision.as_deref(), Some("deny"));
+    intact(&t.verify());
+}

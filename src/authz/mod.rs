@@ -255,6 +255,9 @@ impl<P: ProcSource> Authorizer<P> {
             subject: subject(),
             ..Decision::deny(reason)
         };
+        // The epoch before the grants: a grant added meanwhile bumps it, and
+        // `remember` then keeps nothing this walk found without it.
+        let epoch = self.epoch.load(Ordering::Acquire);
         let grants = self.grants.read().clone();
         let now = grants::now_secs();
         // Container grants: the process's own cgroup (children inherit it).
@@ -275,15 +278,16 @@ impl<P: ProcSource> Authorizer<P> {
         let mut below: Option<(u32, u64)> = None;
         // Every process passed on the way up: members if the walk admits.
         let mut path: Vec<(u32, u64)> = Vec::new();
-        let epoch = self.epoch.load(Ordering::Acquire);
         for _ in 0..=MAX_DEPTH {
-            if let Some((grant, depth, command)) =
+            if let Some((grant, depth, expires, command)) =
                 self.member(pid, st.starttime, epoch, &grants, now)
             {
                 if path.len() + depth > MAX_DEPTH {
                     return deny("ancestry deeper than 64 processes");
                 }
-                self.remember(&path, depth, epoch, grant, &command);
+                // No longer than the member found: a chain of forks must
+                // not keep renewing what one walk established.
+                self.remember(&path, depth, epoch, grant, &command, expires);
                 return Decision {
                     allowed: true,
                     reason: "inside a granted process tree",
@@ -302,7 +306,8 @@ impl<P: ProcSource> Authorizer<P> {
                         cmdline,
                     })
                 });
-                self.remember(&path, 0, epoch, g.id, &command);
+                let expires = Instant::now() + CACHE_TTL;
+                self.remember(&path, 0, epoch, g.id, &command, expires);
                 return Decision {
                     allowed: true,
                     reason: "inside a granted process tree",
@@ -344,14 +349,14 @@ impl<P: ProcSource> Authorizer<P> {
         epoch: u64,
         grants: &[Arc<Grant>],
         now: u64,
-    ) -> Option<(GrantId, usize, Option<Arc<Subject>>)> {
+    ) -> Option<(GrantId, usize, Instant, Option<Arc<Subject>>)> {
         let members = self.members.lock();
         let m = members.get(&pid)?;
         let valid = m.starttime == starttime
             && m.epoch == epoch
             && m.expires > Instant::now()
             && grants.iter().any(|g| g.id == m.grant && g.live(now));
-        valid.then(|| (m.grant, m.depth, m.command.clone()))
+        valid.then(|| (m.grant, m.depth, m.expires, m.command.clone()))
     }
 
     /// Records the processes of an admitting walk as members, unless a
@@ -365,6 +370,7 @@ impl<P: ProcSource> Authorizer<P> {
         epoch: u64,
         grant: GrantId,
         command: &Option<Arc<Subject>>,
+        expires: Instant,
     ) {
         let mut members = self.members.lock();
         if self.epoch.load(Ordering::Acquire) != epoch {
@@ -373,7 +379,6 @@ impl<P: ProcSource> Authorizer<P> {
         if members.len() + path.len() > CACHE_MAX {
             members.clear();
         }
-        let expires = Instant::now() + CACHE_TTL;
         for (i, &(pid, starttime)) in path.iter().enumerate() {
             members.insert(
                 pid,

@@ -78,7 +78,8 @@ struct Handle {
     path: String,
     secrets: Vec<String>,
     /// The process whose allowed open created the handle.
-    opener: Option<u32>,
+    /// (tgid, start time): a recycled pid is not the opener.
+    opener: Option<(u32, u64)>,
 }
 
 /// Open flags that ask to modify (write access, truncate, append, create).
@@ -240,7 +241,7 @@ impl<P: ProcSource> SecretFs<P> {
         event: &str,
         path: &str,
         secrets: &[String],
-        opener: Option<u32>,
+        opener: Option<(u32, u64)>,
     ) -> Decision {
         let mut d = if self.locked.load(Ordering::Acquire) {
             Decision::deny("mount is locked (run `hushfs unlock`)")
@@ -268,8 +269,9 @@ impl<P: ProcSource> SecretFs<P> {
             grant: d.grant.map(|g| g.to_string()),
             mount: Some(self.mount.clone()),
         };
-        let follow_up =
-            d.allowed && opener.is_some() && opener == d.subject.as_ref().map(|s| s.tgid);
+        let follow_up = d.allowed
+            && opener.is_some()
+            && opener == d.subject.as_ref().map(|s| (s.tgid, s.starttime));
         let recorded = if follow_up {
             self.audit.record_follow_up(ev)
         } else {
@@ -308,7 +310,7 @@ impl<P: ProcSource> SecretFs<P> {
                 content: Some(content),
                 path: n.path.clone(),
                 secrets: secrets.clone(),
-                opener: d.subject.as_ref().map(|s| s.tgid),
+                opener: d.subject.as_ref().map(|s| (s.tgid, s.starttime)),
             },
         );
         Ok(fh)
@@ -337,15 +339,16 @@ impl<P: ProcSource> SecretFs<P> {
                 h.opener,
             )
         };
-        // A read at or past the end returns no bytes whoever asks: nothing
-        // to decide or record (the size is public). Every reader of a whole
-        // file ends with one, and it would cost an audit write each.
-        if let Some(c) = &content
-            && offset >= c.len() as u64
+        // A read at or past the end returns no bytes to anyone who may see
+        // the file's size anyway: nothing to decide or record. Every reader
+        // of a whole file ends with one, and it would cost an audit write.
+        if let Some(bytes) = &content
+            && offset >= bytes.len() as u64
+            && self.may_see(c).is_ok()
         {
-            let len = c.len();
+            let len = bytes.len();
             return Ok(ReadData {
-                content: c.clone(),
+                content: bytes.clone(),
                 start: len,
                 end: len,
             });

@@ -197,6 +197,12 @@ fn other_uid_sees_nothing() {
     };
     assert_eq!(f.getattr(&c, ROOT).err(), Some(FsError::Denied));
     assert_eq!(f.readdir(&c, ROOT, 0).err(), Some(FsError::Denied));
+    // Handed an fd the owner opened, it cannot learn the size by probing
+    // where reads stop failing: a read past the end is decided for it.
+    let a = f.lookup(&me(), ROOT, OsStr::new("A")).unwrap();
+    let fh = f.open(&me(), a.ino, libc::O_RDONLY).unwrap();
+    assert_eq!(f.read(&c, a.ino, fh, 99, 10).err(), Some(FsError::Denied));
+    assert_eq!(f.read(&me(), a.ino, fh, 99, 10).unwrap().bytes(), b"");
 }
 
 /// The caller's command line goes to the audit log with every served value

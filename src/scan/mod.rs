@@ -43,6 +43,9 @@ pub const MIN_LEN: usize = 6;
 /// prefixes finds where the NFA needs to look (see `Matcher::pre`).
 const DFA_MAX_PATTERN_BYTES: usize = 256 * 1024;
 
+/// Most distinct 6-byte prefixes the prefilter DFA is built for (~32 MiB).
+const PREFILTER_MAX_PREFIXES: usize = 16 * 1024;
+
 /// How a value appeared in the input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Encoding {
@@ -222,11 +225,17 @@ impl Matcher {
                 let mut prefixes: Vec<&[u8]> =
                     pats.iter().map(|p| &p.0.as_slice()[..MIN_LEN]).collect();
                 prefixes.dedup();
-                dfa::Builder::new()
-                    .match_kind(MatchKind::Standard)
-                    .start_kind(StartKind::Unanchored)
-                    .build(&prefixes)
-                    .ok()
+                // About 2 KiB of table per prefix: beyond the cap (some
+                // 2,500 secrets) the NFA scans alone, slower but bounded.
+                (prefixes.len() <= PREFILTER_MAX_PREFIXES)
+                    .then(|| {
+                        dfa::Builder::new()
+                            .match_kind(MatchKind::Standard)
+                            .start_kind(StartKind::Unanchored)
+                            .build(&prefixes)
+                            .ok()
+                    })
+                    .flatten()
             }
             _ => None,
         };
