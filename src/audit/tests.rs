@@ -650,16 +650,25 @@ fn sequential_allows_do_not_wait_for_fsync_each() {
     assert_eq!(t.verify().entries, 200);
 }
 
+/// Makes the log unwritable (its path becomes a directory); the returned
+/// closure puts it back.
+fn break_log(t: &T) -> impl FnOnce() {
+    let active = t.active();
+    let aside = active.with_extension("aside");
+    std::fs::rename(&active, &aside).unwrap();
+    std::fs::create_dir(&active).unwrap();
+    move || {
+        std::fs::remove_dir(&active).unwrap();
+        std::fs::rename(&aside, &active).unwrap();
+    }
+}
+
 #[test]
 fn sink_fails_closed_and_recovers() {
     let t = T::new();
     let log = sink(&t, 20);
     log.record(allow(1)).unwrap();
-    // The log becomes unwritable: its path is now a directory.
-    let active = t.active();
-    let aside = active.with_extension("aside");
-    std::fs::rename(&active, &aside).unwrap();
-    std::fs::create_dir(&active).unwrap();
+    let repair = break_log(&t);
     let err = log.record(allow(2)).unwrap_err();
     assert!(err.contains("cannot"), "{err}");
     assert!(log.health().is_err());
@@ -667,8 +676,7 @@ fn sink_fails_closed_and_recovers() {
     assert!(log.record(deny(3).ev).is_err());
     assert!(log.flush().is_err());
     // Fixed: the queued events are written, the refused allow as a denial.
-    std::fs::remove_dir(&active).unwrap();
-    std::fs::rename(&aside, &active).unwrap();
+    repair();
     log.record(allow(4)).unwrap();
     assert!(log.health().is_ok());
     drop(log);
@@ -756,16 +764,12 @@ fn a_follow_up_refused_while_the_log_fails_is_logged_as_denied() {
     let t = T::new();
     let log = sink(&t, 20);
     log.record(allow(1)).unwrap();
-    let active = t.active();
-    let aside = active.with_extension("aside");
-    std::fs::rename(&active, &aside).unwrap();
-    std::fs::create_dir(&active).unwrap();
+    let repair = break_log(&t);
     assert!(log.record(allow(2)).is_err(), "the failure becomes known");
     // A read by the opener while the log is known to fail: refused, and
     // the line that is eventually written says so.
     assert!(log.record_follow_up(allow(3)).is_err());
-    std::fs::remove_dir(&active).unwrap();
-    std::fs::rename(&aside, &active).unwrap();
+    repair();
     log.record(allow(4)).unwrap();
     drop(log);
     let evs: Vec<Entry> = t
