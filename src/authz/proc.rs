@@ -87,6 +87,33 @@ impl super::Liveness for CgroupAnchor {
     }
 }
 
+/// At most `max` bytes from the start of a /proc file, without fs::read's
+/// statx and final empty read (they doubled the cost of every step of a
+/// walk), and without reading a process's whole multi-megabyte argv.
+fn read_prefix(path: &str, max: usize) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut buf = vec![0u8; max];
+    let mut n = 0;
+    while n < max {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            // /proc hands over what it has in one go: a short read is the
+            // end, and asking again would only cost a syscall.
+            Ok(k) if k < max - n => {
+                n += k;
+                break;
+            }
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) if n > 0 => break,
+            Err(_) => return None,
+        }
+    }
+    buf.truncate(n);
+    Some(buf)
+}
+
 /// The real thing: pidfds and /proc.
 #[derive(Clone, Copy, Default)]
 pub struct ProcFs;
@@ -120,23 +147,15 @@ impl ProcSource for ProcFs {
     }
 
     fn stat(&self, pid: u32) -> Option<ProcStat> {
-        // One read(2) into a stack buffer: /proc/PID/stat is a few hundred
-        // bytes, and fs::read's statx and second read cost as much again
-        // at every step of every walk.
-        use std::io::Read;
-        let mut buf = [0u8; 4096];
-        let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
-        let n = f.read(&mut buf).ok()?;
-        parse_stat(&buf[..n])
+        parse_stat(&read_prefix(&format!("/proc/{pid}/stat"), 4096)?)
     }
 
     fn describe(&self, pid: u32) -> (Option<String>, Option<String>) {
         let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
             .ok()
             .map(|p| p.to_string_lossy().into_owned());
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok().map(|b| {
-            let b = &b[..b.len().min(CMDLINE_MAX * 4)];
-            let s: String = String::from_utf8_lossy(b)
+        let cmdline = read_prefix(&format!("/proc/{pid}/cmdline"), CMDLINE_MAX * 4).map(|b| {
+            let s: String = String::from_utf8_lossy(&b)
                 .trim_end_matches('\0')
                 .replace('\0', " ")
                 .chars()
