@@ -458,7 +458,16 @@ impl Writer {
     /// daemon's sink, where an fsync per allowed read would cost
     /// milliseconds on every access.
     pub fn append_unsynced(&mut self, recs: &[Record]) -> Result<Anchor> {
-        self.write(recs.iter().map(Pending::Event).collect(), false)
+        self.append_unsynced_refs(recs.iter())
+    }
+
+    /// `append_unsynced` of records the caller holds elsewhere (the sink's
+    /// queue items), without copying them.
+    pub fn append_unsynced_refs<'a>(
+        &mut self,
+        recs: impl Iterator<Item = &'a Record>,
+    ) -> Result<Anchor> {
+        self.write(recs.map(Pending::Event).collect(), false)
     }
 
     /// Makes what `append_unsynced` wrote durable, then records the chain

@@ -88,6 +88,8 @@ struct Queue {
     oldest: Option<Instant>,
     /// A batch is being written; whoever finishes it wakes `done`.
     writing: bool,
+    /// Callers asleep on `done`.
+    sleepers: usize,
     /// Written but not yet fsynced.
     unsynced: bool,
     shutdown: bool,
@@ -158,8 +160,7 @@ impl Shared {
             armed: true,
         };
         let mut w = self.writer();
-        let recs: Vec<Record> = batch.iter().map(|i| i.rec.clone()).collect();
-        let res = w.writer.append_unsynced(&recs);
+        let res = w.writer.append_unsynced_refs(batch.iter().map(|i| &i.rec));
         let mut q = self.lock();
         let end = batch.last().map_or(q.attempted, |i| i.ticket + 1);
         q.attempted = q.attempted.max(end);
@@ -206,7 +207,18 @@ impl Shared {
         drop(w);
         guard.armed = false;
         q.writing = false;
-        self.done.notify_all();
+        // A wake-up costs a syscall even with nobody asleep: only for some.
+        if q.sleepers > 0 {
+            self.done.notify_all();
+        }
+        q
+    }
+
+    /// Sleeps until a batch is done (or something else wakes `done`).
+    fn sleep<'a>(&'a self, mut q: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+        q.sleepers += 1;
+        let mut q = self.done.wait(q).unwrap_or_else(|e| e.into_inner());
+        q.sleepers -= 1;
         q
     }
 
@@ -322,7 +334,7 @@ impl AuditLog {
             q = if !q.writing && !q.pending.is_empty() {
                 sh.write_batch(q)
             } else {
-                sh.done.wait(q).unwrap_or_else(|e| e.into_inner())
+                sh.sleep(q)
             };
         }
     }
@@ -389,7 +401,7 @@ impl AuditLog {
             // Write it ourselves, or wait for the batch in progress (ours
             // is in it, or goes with the next one).
             q = if q.writing {
-                sh.done.wait(q).unwrap_or_else(|e| e.into_inner())
+                sh.sleep(q)
             } else {
                 sh.write_batch(q)
             };
