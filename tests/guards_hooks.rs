@@ -369,3 +369,68 @@ fn scan_files_reports_each_encoding_and_exit_codes() {
     let msg = assert_clean_failure(&o, 2, &[VALUE]);
     assert!(msg.contains("--staged"), "{msg}");
 }
+
+/// The pre-commit framework's hooks (.pre-commit-hooks.yaml), run the way
+/// pre-commit runs them: `entry` through the shell, with hushfs on PATH and
+/// the PRE_COMMIT_* variables it sets — including a first push, where it
+/// leaves PRE_COMMIT_FROM_REF unset.
+#[test]
+fn pre_commit_framework_hooks_block_a_secret_also_on_a_first_push() {
+    let e = env();
+    let r = Repo::new(&e, "fw");
+    let yaml = Path::new(env!("CARGO_MANIFEST_DIR")).join(".pre-commit-hooks.yaml");
+    let entry = |id: &str| -> String {
+        let o = Command::new("python3")
+            .args([
+                "-c",
+                "import sys, yaml; print([h['entry'] for h in yaml.safe_load(open(sys.argv[1])) if h['id'] == sys.argv[2]][0])",
+            ])
+            .arg(&yaml)
+            .arg(id)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    };
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_hushfs")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |id: &str, vars: &[(&str, &str)]| {
+        let mut c = r.cmd("sh", &["-c", &entry(id)]);
+        c.env("PATH", &path)
+            .env_remove("PRE_COMMIT_FROM_REF")
+            .env_remove("PRE_COMMIT_TO_REF");
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    assert_eq!(r.commit("README", b"hello\n", "first").status.code(), Some(0));
+    let first = r.ok(&["rev-parse", "HEAD"]).trim().to_string();
+    // Staged: a value in the index blocks the commit.
+    r.write("config.py", format!("KEY = '{}'\n", b64(VALUE)).as_bytes());
+    r.ok(&["add", "config.py"]);
+    let o = run("hushfs-staged", &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("STRIPE_KEY"));
+    assert_no_value(&o);
+    r.ok(&["commit", "-q", "--no-verify", "-m", "leak"]);
+    let head = r.ok(&["rev-parse", "HEAD"]).trim().to_string();
+    // A first push: no FROM ref; every commit up to TO is scanned.
+    let o = run("hushfs-push", &[("PRE_COMMIT_TO_REF", &head)]);
+    assert_eq!(o.status.code(), Some(1), "first push: {}", text(&o));
+    assert!(text(&o).contains("STRIPE_KEY"));
+    assert_no_value(&o);
+    // A later push of the same commit from the first one: caught too.
+    let o = run(
+        "hushfs-push",
+        &[("PRE_COMMIT_FROM_REF", &first), ("PRE_COMMIT_TO_REF", &head)],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    // Only the clean first commit pushed: passes.
+    let o = run("hushfs-push", &[("PRE_COMMIT_TO_REF", &first)]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
