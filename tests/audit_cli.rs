@@ -64,7 +64,6 @@ fn every_vault_change_is_recorded_and_verifies() {
     e.ok(&["rekey"]);
     // A failed command records nothing.
     assert_eq!(e.run(&["rm", "app/NOPE"]).status.code(), Some(1));
-
     assert_eq!(
         events(&e),
         [
@@ -85,7 +84,7 @@ fn every_vault_change_is_recorded_and_verifies() {
             v["cmdline"]
                 .as_str()
                 .unwrap()
-                .contains(v["event"].as_str().unwrap())
+                .contains(&v["event"].as_str().unwrap().replace('-', " "))
         );
     }
     // rekey starts a second key epoch; verify walks back through it.
@@ -107,6 +106,54 @@ fn every_vault_change_is_recorded_and_verifies() {
         text.contains("8 entries, head seq 7") && text.contains("health:   ok"),
         "{text}"
     );
+}
+
+#[test]
+fn policy_and_source_changes_are_recorded() {
+    let e = Env::new();
+    e.set("app/A", b"1");
+    // Run policies and sources live in the vault too: who widened a policy
+    // or pointed a project at another server is in the log.
+    let o = e.run_stdin(
+        &["policy", "set", "app"],
+        br#"{"commands": [{"argv": ["cat"], "files": ["A"]}]}"#,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    e.ok(&["policy", "clear", "app"]);
+    e.ok(&[
+        "source",
+        "set",
+        "app",
+        "--openbao",
+        "https://127.0.0.1:1",
+        "--path",
+        "secret/app",
+    ]);
+    e.ok(&["source", "clear", "app"]);
+
+    assert_eq!(
+        events(&e),
+        [
+            "init",
+            "set",
+            "policy-set",
+            "policy-clear",
+            "source-set",
+            "source-clear"
+        ]
+    );
+    let all = entries(&e);
+    for v in &all[2..] {
+        assert_eq!(v["project"], "app");
+        assert!(
+            v["cmdline"]
+                .as_str()
+                .unwrap()
+                .contains(&v["event"].as_str().unwrap().replace('-', " "))
+        );
+    }
+    assert!(all[4]["reason"].as_str().unwrap().contains("127.0.0.1"));
+    assert!(e.ok(&["audit", "verify"]).contains("result:   OK"));
 }
 
 fn encodings(v: &[u8]) -> Vec<Vec<u8>> {

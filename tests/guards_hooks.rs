@@ -408,7 +408,10 @@ fn pre_commit_framework_hooks_block_a_secret_also_on_a_first_push() {
         }
         c.output().unwrap()
     };
-    assert_eq!(r.commit("README", b"hello\n", "first").status.code(), Some(0));
+    assert_eq!(
+        r.commit("README", b"hello\n", "first").status.code(),
+        Some(0)
+    );
     let first = r.ok(&["rev-parse", "HEAD"]).trim().to_string();
     // Staged: a value in the index blocks the commit.
     r.write("config.py", format!("KEY = '{}'\n", b64(VALUE)).as_bytes());
@@ -427,7 +430,10 @@ fn pre_commit_framework_hooks_block_a_secret_also_on_a_first_push() {
     // A later push of the same commit from the first one: caught too.
     let o = run(
         "hushfs-push",
-        &[("PRE_COMMIT_FROM_REF", &first), ("PRE_COMMIT_TO_REF", &head)],
+        &[
+            ("PRE_COMMIT_FROM_REF", &first),
+            ("PRE_COMMIT_TO_REF", &head),
+        ],
     );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     // Only the clean first commit pushed: passes.

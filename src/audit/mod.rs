@@ -31,7 +31,8 @@ use crate::vault::format::{Header, ext};
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Event {
     /// open, read, run, grant, revoke, unlock, lock, set, rm, import,
-    /// passwd, rekey, mount, umount; the log itself adds init, recover
+    /// passwd, rekey, policy-set, policy-clear, source-set, source-clear,
+    /// mount, umount; the log itself adds init, recover
     /// (after a torn line) and audit-gap (entries found missing).
     pub event: String,
     /// "allow" or "deny" for authorization decisions.

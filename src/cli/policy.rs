@@ -110,14 +110,17 @@ fn change(ctx: &Ctx, project: &str, policy: Option<Policy>) -> Result<()> {
         ),
         e => e,
     })?;
+    // Opened before the change: a change the log cannot record is refused.
+    let mut rec = super::audit::recorder(&v)?;
     let p = v.secrets.projects.get_mut(project).ok_or_else(|| {
         Error::NotFound(format!(
             "no project {project}: add a secret first (`hushfs set {project}/NAME`)"
         ))
     })?;
-    match policy {
+    let kind = match policy {
         Some(pol) => {
             p.meta.fields.insert(FIELD.into(), pol.to_value());
+            "policy-set"
         }
         None => {
             if p.meta.fields.remove(FIELD).is_none() {
@@ -125,7 +128,11 @@ fn change(ctx: &Ctx, project: &str, policy: Option<Policy>) -> Result<()> {
                     "project {project} has no run policy"
                 )));
             }
+            "policy-clear"
         }
-    }
-    v.save()
+    };
+    v.save()?;
+    let mut ev = super::audit::event(kind);
+    ev.project = Some(project.to_string());
+    super::audit::record(&mut rec, ev)
 }

@@ -300,12 +300,13 @@ pub fn set(ctx: &Ctx, a: SetArgs) -> Result<i32> {
         };
         Ok((spec, warn))
     };
-    let (spec, warning) = unlock::modify(&ctx.vault, &ctx.keys, |v| {
+    let ((spec, warning), mut rec) = unlock::modify(&ctx.vault, &ctx.keys, |v| {
+        let rec = super::audit::recorder(v)?;
         let mut changed = false;
         if a.local {
             set_setting(&mut v.secrets, &project, Stored::Local);
             prune_credentials(&mut v.secrets, &project, &[]);
-            return Ok((checked(&v.secrets)?, true));
+            return Ok(((checked(&v.secrets)?, rec), true));
         }
         let base = match stored_setting(&v.secrets, &project)? {
             Some(Stored::Openbao(s)) => Some(s),
@@ -337,8 +338,12 @@ pub fn set(ctx: &Ctx, a: SetArgs) -> Result<i32> {
                  --token-file FILE or --local (see `hushfs source set --help`)",
             ));
         }
-        Ok((checked(&v.secrets)?, changed))
+        Ok(((checked(&v.secrets)?, rec), changed))
     })?;
+    let mut ev = super::audit::event("source-set");
+    ev.project = Some(project.clone());
+    ev.reason = Some(describe_spec(&spec));
+    super::audit::record(&mut rec, ev)?;
     out(&format!("source of {project}: {}\n", describe_spec(&spec)))?;
     // Saved either way (credentials may follow in a second step), but say
     // now what a mount would stumble on.
@@ -474,20 +479,24 @@ pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<i32> {
 pub fn clear(ctx: &Ctx, a: ClearArgs) -> Result<i32> {
     names::validate("project", &a.project)?;
     let project = a.project.clone();
-    let existed = unlock::modify(&ctx.vault, &ctx.keys, |v| {
+    let (existed, mut rec) = unlock::modify(&ctx.vault, &ctx.keys, |v| {
+        let rec = super::audit::recorder(v)?;
         let Some(p) = v.secrets.projects.get_mut(&project) else {
-            return Ok((false, false));
+            return Ok(((false, rec), false));
         };
         let had = p.meta.fields.remove(src::FIELD).is_some();
         let had_creds = v.secrets.clear_credentials(&project);
         v.secrets.drop_if_empty(&project);
-        Ok((had || had_creds, had || had_creds))
+        Ok(((had || had_creds, rec), had || had_creds))
     })?;
     if !existed {
         return Err(Error::NotFound(format!(
             "{project} has no source setting or credentials in the vault: `hushfs source show {project}`"
         )));
     }
+    let mut ev = super::audit::event("source-clear");
+    ev.project = Some(project.clone());
+    super::audit::record(&mut rec, ev)?;
     let (config, _) = load_config(None)?;
     let mut msg = format!("source of {project}: setting and credentials removed from the vault\n");
     if config.remote.is_some() {
