@@ -68,6 +68,25 @@ fn run_refuses_commands_the_policy_does_not_list() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("Permission denied"));
     assert!(!contains(&o.stdout, OTHER));
 
+    // Without the key at hand nobody could redact, nor check the rule's
+    // --no-redact consent: refused, even for the allowed command, rather
+    // than printing the value.
+    for extra in [&[][..], &["--no-redact"][..]] {
+        let mut args = vec!["run", "--mount", m.dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let tok = m.path("TOKEN");
+        args.extend_from_slice(&["--", "cat", &tok]);
+        let o = m
+            .env
+            .cmd(&args)
+            .env_remove("HUSHFS_PASSPHRASE_FILE")
+            .output()
+            .unwrap();
+        let msg = assert_clean_failure(&o, 1, &[VALUE]);
+        assert!(msg.contains("hushfs unlock"), "{msg}");
+        assert!(o.stdout.is_empty());
+    }
+
     // The private mount of `run -p` follows the same policy, --env too.
     let o = m.env.run(&["run", "-p", "app", "--", "head", "/dev/null"]);
     assert_clean_failure(&o, 1, &[VALUE]);

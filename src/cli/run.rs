@@ -85,12 +85,11 @@ fn open_without_prompt(ctx: &Ctx) -> Option<Vault> {
 }
 
 /// The mount's project, asked of its daemon.
-fn mount_project(m: &std::path::Path) -> Option<String> {
+fn mount_status(m: &std::path::Path) -> Option<crate::daemon::protocol::MountStatus> {
     let m = crate::daemon::mountpoint::absolute(m).ok()?;
     registry::find(&m)
         .and_then(|e| control::call(&e.socket, &Request::Status, None).ok())
         .and_then(|r| r.status)
-        .map(|s| s.project)
 }
 
 /// The policy's verdict on the command: the rule that allows it and the
@@ -132,10 +131,22 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     let mut fetched = None;
     let (private, project, vault) = match &a.mount {
         Some(m) => {
-            let project = a.project.clone().or_else(|| mount_project(m));
+            let status = mount_status(m);
+            let project = a
+                .project
+                .clone()
+                .or_else(|| status.as_ref().map(|s| s.project.clone()));
             // Values for redaction, the policy and --env, if the key is at
-            // hand; without it the daemon still enforces the policy.
+            // hand; without it the daemon still enforces the policy's
+            // commands and files, but nobody could redact the output or
+            // check the policy's --no-redact rule: refuse (fail closed).
             let vault = open_without_prompt(ctx);
+            if vault.is_none() && !a.env && status.is_some_and(|s| s.policy) {
+                return Err(Error::Denied(format!(
+                    "project {} has a run policy, and its output must be redacted, but the vault's key is not at hand: run `hushfs unlock` first",
+                    project.as_deref().unwrap_or_default()
+                )));
+            }
             (None, project, vault)
         }
         None => {

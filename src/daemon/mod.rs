@@ -336,6 +336,7 @@ impl Daemon {
             allow_other: self.authz.uids().allow_other,
             allow_root: self.authz.uids().allow_root,
             private: self.private,
+            policy: self.fs.has_policy(),
             log: self.log.as_ref().map(|p| p.display().to_string()),
             source: self.source_status.lock().clone(),
         }

@@ -104,6 +104,9 @@ pub struct MountStatus {
     pub allow_root: bool,
     /// A `hushfs run` private mount.
     pub private: bool,
+    /// The project has a run policy (enforced on every open and read).
+    #[serde(default)]
+    pub policy: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
     /// A remote source (OpenBao/Vault): where, how fresh, which leader.

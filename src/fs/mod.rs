@@ -141,6 +141,10 @@ impl<P: ProcSource> SecretFs<P> {
         *self.policy.write() = p;
     }
 
+    pub fn has_policy(&self) -> bool {
+        self.policy.read().is_some()
+    }
+
     /// A grant admits the caller; does the project's run policy, too?
     fn apply_policy(&self, d: &mut Decision, path: &str, secrets: &[String]) {
         if !d.allowed {
