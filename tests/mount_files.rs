@@ -54,26 +54,12 @@ fn every_write_fails_and_changes_nothing() {
     let before = std::fs::metadata(m.file("TOKEN")).unwrap();
     // Even an authorized process cannot write.
     let r = m.granted(&["writes", m.dir.to_str().unwrap(), "TOKEN"]);
+    // docs/SEMANTICS.md promises EROFS for every one of them; removing
+    // the mount's own root is EBUSY (the kernel: it is a mount point).
+    assert!(r.as_object().unwrap().len() >= 14, "{r}");
     for (op, errno) in r.as_object().unwrap() {
-        let e = errno.as_str().unwrap();
-        assert!(
-            matches!(e, "EROFS" | "EACCES" | "EPERM" | "EBUSY"),
-            "{op} gave {e}"
-        );
-    }
-    for op in [
-        "open_wronly",
-        "open_rdwr",
-        "create",
-        "mkdir",
-        "unlink",
-        "rename",
-        "chmod",
-        "truncate",
-        "symlink",
-        "link",
-    ] {
-        assert_eq!(r[op], "EROFS", "{op}: {r}");
+        let want = if op == "rmdir" { "EBUSY" } else { "EROFS" };
+        assert_eq!(errno, want, "{op}: {r}");
     }
     let o = m.run(&["cat", &m.path("TOKEN")]);
     assert_eq!(o.stdout, b"keep-me");
