@@ -322,6 +322,27 @@ fn every_decision_is_in_the_audit_log_and_it_verifies() {
         !common::contains(&logs, b"s3cr3t-value"),
         "a value reached the audit log"
     );
+    // Every entry names the mount, pid and uid of the caller.
+    let dir = std::fs::canonicalize(&m.dir).unwrap();
+    for e in all.iter().filter(|e| e["event"] == "open") {
+        assert_eq!(e["mount"], dir.to_str().unwrap(), "{e}");
+        assert!(e["pid"].as_u64().is_some() && e["uid"].as_u64().is_some(), "{e}");
+        assert!(e["cmdline"].as_str().is_some_and(|c| c.contains("cat")), "{e}");
+    }
+
+    // Denials (queued up to 100 ms) are all written by the time the mount
+    // has stopped, and `umount` is the last entry.
+    let denied_before = show(&["--denied"]).len();
+    for _ in 0..5 {
+        let _ = Command::new("cat").arg(&p).output().unwrap();
+    }
+    m.env.ok(&["umount", m.dir.to_str().unwrap()]);
+    let after = show(&[]);
+    assert_eq!(after.last().unwrap()["event"], "umount", "{:?}", after.last());
+    assert!(
+        show(&["--denied"]).len() >= denied_before + 5,
+        "queued denials lost at umount"
+    );
 }
 
 #[test]
@@ -395,6 +416,14 @@ fn an_access_that_cannot_be_recorded_is_denied() {
         "read although it could not be recorded"
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("Permission denied"));
+    // And `hushfs status` says why, in JSON and in words.
+    let problem = m.mount_status()["problem"].as_str().unwrap_or("").to_string();
+    assert!(problem.contains("audit log"), "status problem: {problem:?}");
+    let text = m.env.ok(&["status"]);
+    assert!(
+        text.contains("audit log") && text.contains("No space left"),
+        "{text}"
+    );
 
     // Free the space: recording, and reading, work again.
     std::fs::remove_file(&filler).unwrap();
