@@ -440,3 +440,40 @@ fn pre_commit_framework_hooks_block_a_secret_also_on_a_first_push() {
     let o = run("hushfs-push", &[("PRE_COMMIT_TO_REF", &first)]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+#[test]
+fn project_limits_which_values_scan_looks_for() {
+    let e = env();
+    e.set("other/API_KEY", b"other-project-value-77");
+    let f = e.path("notes.txt");
+    std::fs::write(&f, "key: other-project-value-77\n").unwrap();
+    let f = f.to_str().unwrap();
+    // All projects: found, named with its project.
+    let o = e.run(&["scan", f]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("API_KEY"), "{}", text(&o));
+    // Only app's values: clean.
+    let o = e.run(&["scan", "--project", "app", f]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // Only other's: found.
+    let o = e.run(&["scan", "-p", "other", f]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    // The hook installed with -p scans that project only.
+    let r = Repo::new(&e, "scoped");
+    let h = r.hushfs(&["hook", "install", "-p", "app"]);
+    assert!(h.status.success(), "{}", text(&h));
+    assert_eq!(
+        r.commit(
+            "notes.txt",
+            b"key: other-project-value-77\n",
+            "other's value"
+        )
+        .status
+        .code(),
+        Some(0),
+        "another project's value passes an app-only hook"
+    );
+    let o = r.commit("leak.txt", VALUE, "app's value");
+    assert_ne!(o.status.code(), Some(0), "app's value is still caught");
+    assert!(text(&o).contains("STRIPE_KEY"));
+}

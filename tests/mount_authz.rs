@@ -326,8 +326,14 @@ fn every_decision_is_in_the_audit_log_and_it_verifies() {
     let dir = std::fs::canonicalize(&m.dir).unwrap();
     for e in all.iter().filter(|e| e["event"] == "open") {
         assert_eq!(e["mount"], dir.to_str().unwrap(), "{e}");
-        assert!(e["pid"].as_u64().is_some() && e["uid"].as_u64().is_some(), "{e}");
-        assert!(e["cmdline"].as_str().is_some_and(|c| c.contains("cat")), "{e}");
+        assert!(
+            e["pid"].as_u64().is_some() && e["uid"].as_u64().is_some(),
+            "{e}"
+        );
+        assert!(
+            e["cmdline"].as_str().is_some_and(|c| c.contains("cat")),
+            "{e}"
+        );
     }
 
     // Denials (queued up to 100 ms) are all written by the time the mount
@@ -338,7 +344,12 @@ fn every_decision_is_in_the_audit_log_and_it_verifies() {
     }
     m.env.ok(&["umount", m.dir.to_str().unwrap()]);
     let after = show(&[]);
-    assert_eq!(after.last().unwrap()["event"], "umount", "{:?}", after.last());
+    assert_eq!(
+        after.last().unwrap()["event"],
+        "umount",
+        "{:?}",
+        after.last()
+    );
     assert!(
         show(&["--denied"]).len() >= denied_before + 5,
         "queued denials lost at umount"
@@ -417,7 +428,10 @@ fn an_access_that_cannot_be_recorded_is_denied() {
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("Permission denied"));
     // And `hushfs status` says why, in JSON and in words.
-    let problem = m.mount_status()["problem"].as_str().unwrap_or("").to_string();
+    let problem = m.mount_status()["problem"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     assert!(problem.contains("audit log"), "status problem: {problem:?}");
     let text = m.env.ok(&["status"]);
     assert!(

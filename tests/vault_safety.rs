@@ -390,4 +390,26 @@ fn keychain_unlock_is_shared_across_processes() {
     e.ok(&["unlock"]);
     e.ok(&["rekey"]);
     assert_clean_failure(&no_pass(&["ls"]), 1, &[]);
+    e.ok(&["unlock"]);
+    assert!(no_pass(&["ls"]).status.success());
+    let new_pass = e.path("new-pass");
+    std::fs::write(&new_pass, "the next passphrase, long enough\n").unwrap();
+    let o = e
+        .cmd(&["passwd"])
+        .env("HUSHFS_NEW_PASSPHRASE_FILE", &new_pass)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_clean_failure(&no_pass(&["ls"]), 1, &[]);
+}
+
+#[test]
+fn init_uses_at_least_the_rfc_9106_kdf_parameters_by_default() {
+    let e = Env::empty();
+    e.ok(&["init"]);
+    let st: serde_json::Value = serde_json::from_str(&e.ok(&["status", "--json"])).unwrap();
+    let kdf = &st["kdf"];
+    assert!(kdf["m_kib"].as_u64().unwrap() >= 64 * 1024, "{kdf}");
+    assert!(kdf["t"].as_u64().unwrap() >= 3, "{kdf}");
+    assert!(kdf["p"].as_u64().unwrap() >= 4, "{kdf}");
 }
