@@ -20,6 +20,10 @@ fn set_policy(e: &Env, json: &str) -> std::process::Output {
 }
 
 fn grant_helper(m: &Mount) -> serde_json::Value {
+    guards_py(m, "grant")
+}
+
+fn guards_py(m: &Mount, mode: &str) -> serde_json::Value {
     let sock = std::fs::read_dir(m.env.path("run/hushfs/mounts"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -29,7 +33,7 @@ fn grant_helper(m: &Mount) -> serde_json::Value {
     json(
         &Command::new("python3")
             .arg(h)
-            .arg("grant")
+            .arg(mode)
             .arg(sock)
             .arg(m.path("TOKEN"))
             .output()
@@ -263,4 +267,14 @@ fn run_mount_env_applies_the_policy_when_the_passphrase_is_asked_for() {
     );
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("T=[hushfs:TOKEN] O=unset"), "{out}");
+}
+
+#[test]
+fn the_control_socket_grants_only_the_connecting_process_itself() {
+    let m = Mount::new(&[("TOKEN", VALUE)]);
+    let r = guards_py(&m, "grant_other");
+    let err = r["grant"]["error"].as_str().unwrap_or("");
+    assert!(err.contains("does not belong"), "{r}");
+    assert_eq!(r["root"]["err"], "EACCES", "read without a grant: {r}");
+    assert!(m.mount_status()["grants"].as_array().unwrap().is_empty());
 }

@@ -18,6 +18,9 @@ struct FakeProcs {
     gens: Mutex<HashMap<u32, Arc<AtomicU64>>>,
     cgroups: Mutex<HashMap<u32, String>>,
     stat_reads: AtomicU64,
+    /// When `.0` is read, `.1` is reparented to `.2`: a process orphaned
+    /// in the middle of a walk.
+    race: Mutex<Option<(u32, u32, u32)>>,
 }
 
 struct FakeAnchor(Arc<AtomicU64>, u64);
@@ -68,10 +71,19 @@ impl ProcSource for Arc<FakeProcs> {
     }
     fn stat(&self, pid: u32) -> Option<ProcStat> {
         self.stat_reads.fetch_add(1, Ordering::Relaxed);
-        self.procs
+        let st = self
+            .procs
             .lock()
             .get(&pid)
-            .map(|&(ppid, starttime)| ProcStat { ppid, starttime })
+            .map(|&(ppid, starttime)| ProcStat { ppid, starttime });
+        let race = *self.race.lock();
+        if let Some((trigger, child, new_ppid)) = race
+            && trigger == pid
+        {
+            *self.race.lock() = None;
+            self.reparent(child, new_ppid);
+        }
+        st
     }
     fn describe(&self, _pid: u32) -> (Option<String>, Option<String>) {
         (Some("/bin/fake".into()), Some("fake --arg".into()))
@@ -445,4 +457,16 @@ fn a_known_member_is_not_trusted_after_pid_reuse_or_a_grant_change() {
     a.revoke(id);
     p.spawn(42, 40, 950);
     assert!(!a.decide(&caller(42)).allowed, "revoked");
+}
+
+#[test]
+fn a_process_orphaned_while_its_parent_is_read_is_denied() {
+    let (p, a, _) = setup();
+    // 40's parent 30 is read; at that moment 30 dies away from 40 (40 is
+    // reparented to init). The parent read looks fine; only re-reading the
+    // child's ppid shows the link is gone.
+    *p.race.lock() = Some((30, 40, 1));
+    let d = a.decide(&caller(40));
+    assert!(!d.allowed);
+    assert_eq!(d.reason, "ancestry changed while checking");
 }

@@ -91,5 +91,25 @@ def cmd_grant(sock_path, file):
     print(json.dumps(r))
 
 
+def cmd_grant_other(sock_path, file):
+    """Asks for a grant with another process's pidfd (a child's): the daemon
+    must refuse, and this process must stay unable to read."""
+    child = subprocess.Popen(["sleep", "30"])
+    pidfd = os.pidfd_open(child.pid)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(sock_path)
+    line = json.dumps({"v": 1, "op": "grant_self", "label": "other"}) + "\n"
+    socket.send_fds(s, [line.encode()], [pidfd])
+    resp = b""
+    while not resp.endswith(b"\n"):
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        resp += chunk
+    r = {"grant": json.loads(resp), "root": read(file)}
+    child.kill()
+    print(json.dumps(r))
+
+
 if __name__ == "__main__":
     globals()["cmd_" + sys.argv[1]](*sys.argv[2:])
