@@ -343,6 +343,25 @@ fn an_ordinary_user_mounts_with_fusermount3() {
         None,
     ));
     assert_eq!(o.stdout, b"nobody-secret");
+    // The daemon is not dumpable: another process of the same uid cannot
+    // read its memory or environment, and it writes no core files.
+    let st: serde_json::Value =
+        serde_json::from_slice(&ok(as_nobody(&["status", "--json"], None)).stdout).unwrap();
+    let pid = st["mounts"][0]["pid"].as_u64().unwrap();
+    for f in ["environ", "mem"] {
+        let o = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .args(["head", "-c", "64", &format!("/proc/{pid}/{f}")])
+            .output()
+            .unwrap();
+        assert!(
+            !o.status.success() && o.stdout.is_empty(),
+            "same-uid process read /proc/{pid}/{f}"
+        );
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+    assert!(core.split_whitespace().nth(4) == Some("0"), "{core}");
     // Root, another uid, is stopped by the kernel (no allow_other).
     let o = Command::new("cat")
         .arg(format!("{m}/TOKEN"))
