@@ -142,7 +142,7 @@ fn private_mount_is_gone_after_run_is_killed() {
     assert!(wait_until(Duration::from_secs(5), || !dir.exists()));
 }
 
-fn sigkill_daemon_then_remount(extra_env: &[(&str, &str)]) {
+fn sigkill_daemon_then_remount(extra_env: &[(&str, &str)], auto_unmount: bool) {
     let mut env = Env::new();
     env.set("app/TOKEN", b"before-kill");
     let dir = env.path("mnt");
@@ -180,6 +180,15 @@ fn sigkill_daemon_then_remount(extra_env: &[(&str, &str)]) {
         "an open fd still read after the daemon died: {out}"
     );
     assert!(!out.contains("after before-kill"), "{out}");
+    if auto_unmount {
+        // fusermount3 saw the daemon go and took the mount away by itself.
+        assert!(
+            wait_until(Duration::from_secs(5), || !is_mounted(&dir)),
+            "auto-unmount left the dead mount in place"
+        );
+    } else {
+        assert!(is_mounted(&dir), "without fusermount3 the dead mount stays");
+    }
     // Nothing readable by path either.
     let o = Command::new("cat")
         .arg(format!("{d}/TOKEN"))
@@ -220,14 +229,14 @@ fn daemon_sigkill_with_auto_unmount() {
             .is_ok(),
         "fuse3 must be installed"
     );
-    sigkill_daemon_then_remount(&[]);
+    sigkill_daemon_then_remount(&[], true);
 }
 
 #[test]
 fn daemon_sigkill_without_fusermount_leaves_a_stale_mount_that_remount_clears() {
     // As root without fuse3: mount(2) directly, no auto-unmount. The dead
     // mount answers ENOTCONN until the next `hushfs mount` detaches it.
-    sigkill_daemon_then_remount(&[("FUSERMOUNT_PATH", "/nonexistent/fusermount3")]);
+    sigkill_daemon_then_remount(&[("FUSERMOUNT_PATH", "/nonexistent/fusermount3")], false);
 }
 
 #[test]
@@ -360,7 +369,10 @@ fn an_ordinary_user_mounts_with_fusermount3() {
         );
     }
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-    let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
     assert!(core.split_whitespace().nth(4) == Some("0"), "{core}");
     // Root, another uid, is stopped by the kernel (no allow_other).
     let o = Command::new("cat")
