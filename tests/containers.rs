@@ -520,3 +520,34 @@ fn allow_refuses_a_ttl_over_a_year() {
         "the grants end with their process"
     );
 }
+
+#[test]
+fn revoke_by_pid_and_all() {
+    let m = Mount::new(&[("TOKEN", VALUE)]);
+    let d = m.dir.to_str().unwrap();
+    let mut a = Command::new("sleep").arg("30").spawn().unwrap();
+    let mut b = Command::new("sleep").arg("30").spawn().unwrap();
+    let mut c = Command::new("sleep").arg("30").spawn().unwrap();
+    for p in [&a, &b, &c] {
+        m.env.ok(&["allow", d, "--pid", &p.id().to_string()]);
+    }
+    assert_eq!(grants(&m).len(), 3);
+    // --pid removes that process's grant only.
+    m.env.ok(&["revoke", d, "--pid", &a.id().to_string()]);
+    let left: Vec<u64> = grants(&m)
+        .iter()
+        .map(|g| g["pid"].as_u64().unwrap())
+        .collect();
+    let mut want = vec![u64::from(b.id()), u64::from(c.id())];
+    want.sort();
+    let mut left = left;
+    left.sort();
+    assert_eq!(left, want);
+    // --all removes the rest.
+    m.env.ok(&["revoke", d, "--all"]);
+    assert!(grants(&m).is_empty());
+    for p in [&mut a, &mut b, &mut c] {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+}

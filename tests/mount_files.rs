@@ -135,6 +135,18 @@ fn set_while_mounted_shows_up_within_a_second() {
     assert!(within(Duration::from_secs(1), || m.file("ADDED").exists()).is_some());
     m.env.ok(&["rm", "app/ADDED"]);
     assert!(within(Duration::from_secs(1), || !m.file("ADDED").exists()).is_some());
+    // `import` too.
+    let f = m.env.path("more.env");
+    std::fs::write(&f, "IMPORTED=from-a-file\n").unwrap();
+    m.env.ok(&["import", PROJECT, f.to_str().unwrap()]);
+    assert!(
+        within(Duration::from_secs(1), || m
+            .run(&["cat", &m.path("IMPORTED")])
+            .stdout
+            == b"from-a-file")
+        .is_some(),
+        "an imported secret did not show up within 1 s"
+    );
 
     std::fs::write(&go, "").unwrap();
     let o = reader.wait_with_output().unwrap();

@@ -386,7 +386,11 @@ fn an_ordinary_user_mounts_with_fusermount3() {
 
 #[test]
 fn sigterm_to_the_daemon_unmounts_cleanly() {
-    for sig in [nix::sys::signal::SIGTERM, nix::sys::signal::SIGINT] {
+    for sig in [
+        nix::sys::signal::SIGTERM,
+        nix::sys::signal::SIGINT,
+        nix::sys::signal::SIGHUP,
+    ] {
         let m = Mount::new(&[("A", b"1")]);
         let pid = m.daemon_pid();
         let pidfd = hushfs::sys::pidfd::PidFd::open(pid).unwrap();

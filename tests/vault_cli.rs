@@ -139,9 +139,19 @@ fn import_shred_removes_the_file_only_after_saving() {
     let e = Env::new();
     let file = e.path("prod.env");
     std::fs::write(&file, "TOKEN=abc123\n").unwrap();
+    // A second name for the same inode shows what shredding did to the
+    // bytes themselves: overwritten, not merely unlinked.
+    let other = e.path("prod.env.link");
+    std::fs::hard_link(&file, &other).unwrap();
     e.ok(&["import", "app", file.to_str().unwrap(), "--shred"]);
     assert!(!file.exists());
     assert_eq!(e.value("app", "TOKEN").unwrap(), b"abc123");
+    let left = std::fs::read(&other).unwrap();
+    assert_eq!(
+        left,
+        vec![0u8; "TOKEN=abc123\n".len()],
+        "overwritten in place"
+    );
 
     // A failed import (locked vault) leaves the file alone.
     std::fs::write(&file, "TOKEN=abc123\n").unwrap();
