@@ -194,42 +194,9 @@ fn changing_the_policy_needs_the_passphrase_even_when_unlocked() {
 /// file, no keychain): the passphrase is typed at the prompt. Returns the
 /// exit code and everything the terminal showed.
 fn with_prompt(e: &Env, args: &[&str]) -> (Option<i32>, String) {
-    use std::io::Write;
-    use std::os::unix::process::CommandExt;
-    use std::process::Stdio;
-
-    let pty = nix::pty::openpty(None, None).unwrap();
-    let slave = || Stdio::from(pty.slave.try_clone().unwrap());
     let mut c = e.cmd(args);
-    c.env_remove("HUSHFS_PASSPHRASE_FILE")
-        .stdin(slave())
-        .stdout(slave())
-        .stderr(slave());
-    // SAFETY: between fork and exec only async-signal-safe calls: setsid
-    // and an ioctl making the pty on stdin the controlling terminal, so
-    // that the prompt finds /dev/tty.
-    unsafe {
-        c.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = c.spawn().unwrap();
-    // The command holds copies of the slave: only with every copy closed
-    // does the master see the end.
-    drop(c);
-    drop(pty.slave);
-    let (seen, reader) = common::pty::collect(&pty.master);
-    common::pty::wait_for(&seen, "assphrase", Duration::from_secs(20));
-    let mut master = std::fs::File::from(pty.master);
-    master.write_all(format!("{PASS}\n").as_bytes()).unwrap();
-    let status = child.wait().unwrap();
-    drop(master);
-    reader.join().unwrap();
-    let out = String::from_utf8_lossy(&seen.lock().unwrap()).replace("\r\n", "\n");
-    (status.code(), out)
+    c.env_remove("HUSHFS_PASSPHRASE_FILE");
+    common::pty::converse(c, &[("assphrase", PASS)])
 }
 
 #[test]

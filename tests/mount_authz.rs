@@ -77,7 +77,10 @@ fn sibling_parent_shell_and_unrelated_are_denied() {
         s.contains("parent=denied"),
         "the parent shell must be denied: {s}"
     );
-    assert!(s.contains("sibling=denied"), "a sibling must be denied: {s}");
+    assert!(
+        s.contains("sibling=denied"),
+        "a sibling must be denied: {s}"
+    );
 }
 
 #[test]

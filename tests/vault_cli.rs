@@ -340,3 +340,41 @@ fn broken_pipe_is_not_an_error() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn init_on_a_terminal_asks_twice_without_echo() {
+    let e = Env::empty();
+    let init = || {
+        let mut c = e.cmd(&[
+            "init",
+            "--kdf-memory",
+            "19",
+            "--kdf-time",
+            "2",
+            "--kdf-parallelism",
+            "1",
+        ]);
+        c.env_remove("HUSHFS_PASSPHRASE_FILE");
+        c
+    };
+    // Two different answers: refused, no vault.
+    let (code, out) = common::pty::converse(
+        init(),
+        &[
+            ("New passphrase", "first typed passphrase"),
+            ("Repeat the passphrase", "second, different one"),
+        ],
+    );
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("differ"), "{out}");
+    assert!(!e.vault.exists());
+    // The same twice: created; what was typed never appeared on screen.
+    let typed = "a long enough passphrase";
+    let (code, out) = common::pty::converse(
+        init(),
+        &[("New passphrase", typed), ("Repeat the passphrase", typed)],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains(typed), "the passphrase was echoed: {out}");
+    assert!(e.vault.exists());
+}
