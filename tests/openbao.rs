@@ -1200,3 +1200,69 @@ fn raft_cluster_failover_keeps_reads_working_and_follows_the_new_leader() {
     assert_eq!(ms["source"]["state"], "fresh");
     eprintln!("raft failover test took {:?}", t0.elapsed());
 }
+
+#[test]
+fn a_secret_deleted_on_the_server_stops_serving_and_lock_drops_everything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bao = Server::dev(tmp.path());
+    kv_put(&bao.addr, &[("DB_PASSWORD", "pw-to-be-deleted")]);
+    let token = app_token(&bao.addr, &[]);
+    let mut env = env_for(&bao.addr, &token, &["--refresh", "1s"]);
+    env.keychain = true;
+    let m = Mount::with(env, &[], &[]);
+    assert_eq!(
+        reads(&m, "DB_PASSWORD").as_deref(),
+        Some("pw-to-be-deleted")
+    );
+    // Deleted on the server: serving stops at once, and status names the
+    // path (docs/TEAMS.md).
+    bao_ok(&bao.addr, ROOT, &["kv", "delete", "secret/app"]);
+    let problem = || {
+        m.mount_status()["problem"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        wait_for(Duration::from_secs(15), || problem().contains("secret/app")).is_some(),
+        "{}",
+        problem()
+    );
+    assert!(
+        reads(&m, "DB_PASSWORD").is_none(),
+        "still served after delete"
+    );
+
+    // Put back, then `hushfs lock`: the values and the token are dropped;
+    // reads fail until `unlock`.
+    kv_put(&bao.addr, &[("DB_PASSWORD", "pw-after")]);
+    assert!(
+        wait_for(Duration::from_secs(15), || reads(&m, "DB_PASSWORD")
+            .as_deref()
+            == Some("pw-after"))
+        .is_some(),
+        "{}",
+        problem()
+    );
+    m.env.ok(&["unlock"]);
+    m.env.ok(&["lock"]);
+    assert!(
+        wait_for(Duration::from_secs(5), || reads(&m, "DB_PASSWORD")
+            .is_none())
+        .is_some(),
+        "served after lock"
+    );
+    assert_eq!(m.mount_status()["locked"], true);
+    m.env.ok(&["unlock"]);
+    assert!(
+        wait_for(Duration::from_secs(15), || reads(&m, "DB_PASSWORD")
+            .as_deref()
+            == Some("pw-after"))
+        .is_some(),
+        "not served after unlock: {}",
+        problem()
+    );
+    assert_nowhere(&m, &token, &[]);
+    assert_nowhere(&m, "pw-after", &[]);
+    m.env.ok(&["lock"]);
+}
