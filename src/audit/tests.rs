@@ -589,7 +589,7 @@ fn sink_allows_wait_for_the_log_denials_do_not() {
 }
 
 #[test]
-fn sink_batches_a_burst_of_denials() {
+fn a_burst_of_10000_denials_from_4_threads_is_recorded_intact() {
     let t = T::new();
     let log = sink(&t, 100);
     let t0 = std::time::Instant::now();
@@ -636,7 +636,7 @@ fn unsynced_appends_are_visible_at_once_and_synced_later() {
 }
 
 #[test]
-fn sequential_allows_do_not_wait_for_fsync_each() {
+fn two_hundred_sequential_allows_are_all_recorded() {
     let t = T::new();
     let log = sink(&t, 100);
     let t0 = std::time::Instant::now();
