@@ -52,15 +52,7 @@ fn every_vault_change_is_recorded_and_verifies() {
     let env_file = e.path("x.env");
     std::fs::write(&env_file, "K1=v1\nK2=v2\n").unwrap();
     e.ok(&["import", "app", env_file.to_str().unwrap()]);
-    let new_pass = e.path("new-pass");
-    std::fs::write(&new_pass, "another long passphrase\n").unwrap();
-    let o = e
-        .cmd(&["passwd"])
-        .env("HUSHFS_NEW_PASSPHRASE_FILE", &new_pass)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    e.pass_file = new_pass;
+    e.pass_file = e.passwd("another long passphrase");
     e.ok(&["rekey"]);
     // A failed command records nothing.
     assert_eq!(e.run(&["rm", "app/NOPE"]).status.code(), Some(1));

@@ -236,22 +236,7 @@ fn a_user_writable_cgroup_is_refused() {
         ch.wait_with_output().unwrap()
     };
     let m = mnt.to_str().unwrap();
-    assert!(
-        as_nobody(
-            &[
-                "init",
-                "--kdf-memory",
-                "19",
-                "--kdf-time",
-                "2",
-                "--kdf-parallelism",
-                "1"
-            ],
-            b""
-        )
-        .status
-        .success()
-    );
+    assert!(as_nobody(&INIT_FAST, b"").status.success());
     assert!(as_nobody(&["set", "app/TOKEN"], b"v").status.success());
     // --allow-other needs user_allow_other in /etc/fuse.conf (absent here).
     assert!(

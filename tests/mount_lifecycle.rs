@@ -323,18 +323,7 @@ fn an_ordinary_user_mounts_with_fusermount3() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         o
     };
-    ok(as_nobody(
-        &[
-            "init",
-            "--kdf-memory",
-            "19",
-            "--kdf-time",
-            "2",
-            "--kdf-parallelism",
-            "1",
-        ],
-        None,
-    ));
+    ok(as_nobody(&INIT_FAST, None));
     ok(as_nobody(&["set", "app/TOKEN"], Some(b"nobody-secret")));
     let m = mnt.to_str().unwrap();
     ok(as_nobody(&["mount", m, "-p", "app"], None));

@@ -291,6 +291,14 @@ fn source_status(m: &Mount) -> Value {
     m.mount_status()["source"].clone()
 }
 
+/// Why the mount is not serving, as `status` says ("" when it is).
+fn problem_of(m: &Mount) -> String {
+    m.mount_status()["problem"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
 fn daemon_log(m: &Mount) -> String {
     let p = m.mount_status()["log"].as_str().unwrap().to_string();
     std::fs::read_to_string(p).unwrap()
@@ -476,12 +484,7 @@ fn permission_lost_or_token_revoked_stops_serving_and_says_why() {
     // The policy no longer covers the path: nothing is served, and status
     // says the permission is gone (the token itself is still valid).
     write_app_policy(&bao.addr, "secret/data/other");
-    let problem = || {
-        m.mount_status()["problem"]
-            .as_str()
-            .unwrap_or("")
-            .to_string()
-    };
+    let problem = || problem_of(&m);
     assert!(
         wait_for(Duration::from_secs(15), || problem()
             .contains("may no longer read"))
@@ -1217,12 +1220,7 @@ fn a_secret_deleted_on_the_server_stops_serving_and_lock_drops_everything() {
     // Deleted on the server: serving stops at once, and status names the
     // path (docs/TEAMS.md).
     bao_ok(&bao.addr, ROOT, &["kv", "delete", "secret/app"]);
-    let problem = || {
-        m.mount_status()["problem"]
-            .as_str()
-            .unwrap_or("")
-            .to_string()
-    };
+    let problem = || problem_of(&m);
     assert!(
         wait_for(Duration::from_secs(15), || problem().contains("secret/app")).is_some(),
         "{}",

@@ -268,14 +268,7 @@ fn passwd_and_rekey() {
     let mut e = Env::new();
     e.set("p/A", b"alpha");
     let before = e.open().unwrap();
-    let new_pass = e.path("new");
-    std::fs::write(&new_pass, "another long passphrase\n").unwrap();
-    let o = e
-        .cmd(&["passwd"])
-        .env("HUSHFS_NEW_PASSPHRASE_FILE", &new_pass)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let new_pass = e.passwd("another long passphrase");
     let o = e.run(&["ls"]);
     assert_clean_failure(&o, 1, &[]);
     // Env implements Drop, so switch its passphrase file in place.
@@ -345,15 +338,7 @@ fn broken_pipe_is_not_an_error() {
 fn init_on_a_terminal_asks_twice_without_echo() {
     let e = Env::empty();
     let init = || {
-        let mut c = e.cmd(&[
-            "init",
-            "--kdf-memory",
-            "19",
-            "--kdf-time",
-            "2",
-            "--kdf-parallelism",
-            "1",
-        ]);
+        let mut c = e.cmd(&INIT_FAST);
         c.env_remove("HUSHFS_PASSPHRASE_FILE");
         c
     };

@@ -392,14 +392,7 @@ fn keychain_unlock_is_shared_across_processes() {
     assert_clean_failure(&no_pass(&["ls"]), 1, &[]);
     e.ok(&["unlock"]);
     assert!(no_pass(&["ls"]).status.success());
-    let new_pass = e.path("new-pass");
-    std::fs::write(&new_pass, "the next passphrase, long enough\n").unwrap();
-    let o = e
-        .cmd(&["passwd"])
-        .env("HUSHFS_NEW_PASSPHRASE_FILE", &new_pass)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    e.passwd("the next passphrase, long enough");
     assert_clean_failure(&no_pass(&["ls"]), 1, &[]);
 }
 

@@ -14,6 +14,17 @@ use hushfs::vault::{Secrets, Vault};
 
 pub const PASS: &str = "test passphrase 1234";
 
+/// `init` with the floor KDF parameters: fast tests.
+pub const INIT_FAST: [&str; 7] = [
+    "init",
+    "--kdf-memory",
+    "19",
+    "--kdf-time",
+    "2",
+    "--kdf-parallelism",
+    "1",
+];
+
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub vault: PathBuf,
@@ -43,16 +54,22 @@ impl Env {
     /// An environment with an initialised vault (fast KDF parameters).
     pub fn new() -> Env {
         let e = Env::empty();
-        e.ok(&[
-            "init",
-            "--kdf-memory",
-            "19",
-            "--kdf-time",
-            "2",
-            "--kdf-parallelism",
-            "1",
-        ]);
+        e.ok(&INIT_FAST);
         e
+    }
+
+    /// `passwd` to `new` (asserting success); returns the new passphrase's
+    /// file. The caller switches `pass_file` when it wants to go on.
+    pub fn passwd(&self, new: &str) -> PathBuf {
+        let file = self.path(&format!("pass-{}", new.len()));
+        std::fs::write(&file, format!("{new}\n")).unwrap();
+        let o = self
+            .cmd(&["passwd"])
+            .env("HUSHFS_NEW_PASSPHRASE_FILE", &file)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        file
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {

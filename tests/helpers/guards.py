@@ -69,13 +69,11 @@ def read(path):
         return {"err": errno.errorcode.get(e.errno, str(e.errno))}
 
 
-def cmd_grant(sock_path, file):
-    """Skips the CLI: asks the daemon for a grant of its own tree, then
-    reads as the root itself and through child commands."""
-    pidfd = os.pidfd_open(os.getpid())
+def ask_grant(sock_path, pidfd, label):
+    """Sends grant_self with `pidfd` over the daemon's socket; its answer."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(sock_path)
-    line = json.dumps({"v": 1, "op": "grant_self", "label": "direct"}) + "\n"
+    line = json.dumps({"v": 1, "op": "grant_self", "label": label}) + "\n"
     socket.send_fds(s, [line.encode()], [pidfd])
     resp = b""
     while not resp.endswith(b"\n"):
@@ -83,7 +81,13 @@ def cmd_grant(sock_path, file):
         if not chunk:
             break
         resp += chunk
-    r = {"grant": json.loads(resp)}
+    return json.loads(resp)
+
+
+def cmd_grant(sock_path, file):
+    """Skips the CLI: asks the daemon for a grant of its own tree, then
+    reads as the root itself and through child commands."""
+    r = {"grant": ask_grant(sock_path, os.pidfd_open(os.getpid()), "direct")}
     r["root"] = read(file)
     for prog in (["cat"], ["head", "-c", "1000"]):
         p = subprocess.run(prog + [file], capture_output=True)
@@ -95,18 +99,7 @@ def cmd_grant_other(sock_path, file):
     """Asks for a grant with another process's pidfd (a child's): the daemon
     must refuse, and this process must stay unable to read."""
     child = subprocess.Popen(["sleep", "30"])
-    pidfd = os.pidfd_open(child.pid)
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.connect(sock_path)
-    line = json.dumps({"v": 1, "op": "grant_self", "label": "other"}) + "\n"
-    socket.send_fds(s, [line.encode()], [pidfd])
-    resp = b""
-    while not resp.endswith(b"\n"):
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        resp += chunk
-    r = {"grant": json.loads(resp), "root": read(file)}
+    r = {"grant": ask_grant(sock_path, os.pidfd_open(child.pid), "other"), "root": read(file)}
     child.kill()
     print(json.dumps(r))
 
