@@ -48,6 +48,10 @@ pub struct Subject {
     pub starttime: u64,
     pub exe: Option<String>,
     pub cmdline: Option<String>,
+    /// `cmdline` as the audit log shows it (managed values taken out), with
+    /// the generation of the values it was redacted against: worked out
+    /// once per subject, not on every open and read it makes.
+    pub audit_cmdline: Mutex<Option<(u64, Option<String>)>>,
 }
 
 #[derive(Clone, Debug)]
@@ -249,6 +253,7 @@ impl<P: ProcSource> Authorizer<P> {
                 starttime: first.starttime,
                 exe,
                 cmdline,
+                ..Subject::default()
             }))
         };
         let deny = |reason| Decision {
@@ -304,6 +309,7 @@ impl<P: ProcSource> Authorizer<P> {
                         starttime: start,
                         exe,
                         cmdline,
+                        ..Subject::default()
                     })
                 });
                 let expires = Instant::now() + CACHE_TTL;

@@ -104,15 +104,14 @@ fn check_policy(v: &Vault, project: &str, cmd: &[OsString]) -> Result<Option<(Ru
     let (program, view) = CommandView::predict(cmd, &Lookup::current())?;
     match policy.compile().find(&view) {
         Some(rule) => Ok(Some((rule.clone(), program))),
+        // The program only: its arguments may hold a value the shell
+        // expanded, and this message goes to the terminal.
         None => Err(Error::Denied(format!(
-            "the run policy of project {project} does not allow `{}`: `hushfs policy show {project}` lists the commands it allows",
-            cmd.iter()
-                .map(|a| a.to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(" ")
-                .chars()
-                .take(200)
-                .collect::<String>()
+            "the run policy of project {project} does not allow `{}{}`: `hushfs policy show {project}` lists the commands it allows",
+            cmd.first()
+                .map(|a| a.to_string_lossy().chars().take(200).collect::<String>())
+                .unwrap_or_default(),
+            if cmd.len() > 1 { " …" } else { "" }
         ))),
     }
 }

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use parking_lot::{Mutex, RwLock};
 
 use crate::audit::{AuditSink, Event};
-use crate::authz::{Authorizer, Caller, Decision, ProcFs, ProcSource};
+use crate::authz::{Authorizer, Caller, Decision, ProcFs, ProcSource, Subject};
 use crate::policy::Enforcer;
 use crate::render::Rendered;
 use crate::scan::Compact;
@@ -82,6 +82,25 @@ struct Handle {
     opener: Option<(u32, u64)>,
 }
 
+/// What a read needs of its handle: path, secret names, snapshot, opener.
+type ForRead = (
+    String,
+    Vec<String>,
+    Option<Arc<SecretBytes>>,
+    Option<(u32, u64)>,
+);
+
+impl Handle {
+    fn for_read(&self) -> ForRead {
+        (
+            self.path.clone(),
+            self.secrets.clone(),
+            self.content.clone(),
+            self.opener,
+        )
+    }
+}
+
 /// Open flags that ask to modify (write access, truncate, append, create).
 const WRITE_FLAGS: i32 =
     libc::O_WRONLY | libc::O_RDWR | libc::O_TRUNC | libc::O_APPEND | libc::O_CREAT;
@@ -98,6 +117,9 @@ pub struct SecretFs<P: ProcSource = ProcFs> {
     /// before they are recorded. Swapped with the tree (under its lock);
     /// `None` while locked, when the mount holds no values.
     redactor: RwLock<Option<Arc<Compact>>>,
+    /// Bumped after every swap of `redactor`: memoized redactions of older
+    /// generations are redone.
+    redactor_gen: AtomicU64,
     inodes: Mutex<Inodes>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
@@ -127,6 +149,7 @@ impl<P: ProcSource> SecretFs<P> {
             audit,
             tree: RwLock::new(Arc::new(tree)),
             redactor: RwLock::new(Some(redactor)),
+            redactor_gen: AtomicU64::new(0),
             inodes: Mutex::new(inodes),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -178,6 +201,25 @@ impl<P: ProcSource> SecretFs<P> {
             }
         }
         Some(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// The caller's command line for the audit log: redacted once per
+    /// subject and generation of values (a cached decision's subject makes
+    /// many opens and reads).
+    fn audit_cmdline(&self, s: &Subject) -> Option<String> {
+        let raw = s.cmdline.as_deref()?;
+        // Read before the redactor: a swap in between only makes the memo
+        // look older than it is.
+        let generation = self.redactor_gen.load(Ordering::Acquire);
+        let mut memo = s.audit_cmdline.lock();
+        if let Some((g, text)) = memo.as_ref()
+            && *g == generation
+        {
+            return text.clone();
+        }
+        let text = self.redact_text(raw, crate::authz::proc::CMDLINE_MAX);
+        *memo = Some((generation, text.clone()));
+        text
     }
 
     pub fn authz(&self) -> &Arc<Authorizer<P>> {
@@ -265,11 +307,7 @@ impl<P: ProcSource> SecretFs<P> {
             start_time: d.subject.as_ref().map(|s| s.starttime),
             uid: Some(c.uid),
             exe: d.subject.as_ref().and_then(|s| s.exe.clone()),
-            cmdline: d
-                .subject
-                .as_ref()
-                .and_then(|s| s.cmdline.as_deref())
-                .and_then(|l| self.redact_text(l, crate::authz::proc::CMDLINE_MAX)),
+            cmdline: d.subject.as_ref().and_then(|s| self.audit_cmdline(s)),
             grant: d.grant.map(|g| g.to_string()),
             mount: Some(self.mount.clone()),
         };
@@ -330,33 +368,28 @@ impl<P: ProcSource> SecretFs<P> {
         offset: u64,
         size: u32,
     ) -> Result<ReadData, FsError> {
-        let (path, secrets, content, opener) = {
-            let h = self.handles.lock();
-            let h = h
-                .get(&fh)
-                .filter(|h| h.ino == ino)
-                .ok_or(FsError::BadHandle)?;
-            (
-                h.path.clone(),
-                h.secrets.clone(),
-                h.content.clone(),
-                h.opener,
-            )
-        };
         // A read at or past the end returns no bytes to anyone who may see
-        // the file's size anyway: nothing to decide or record. Every reader
-        // of a whole file ends with one, and it would cost an audit write.
-        if let Some(bytes) = &content
-            && offset >= bytes.len() as u64
-            && self.may_see(c).is_ok()
-        {
-            let len = bytes.len();
-            return Ok(ReadData {
-                content: bytes.clone(),
-                start: len,
-                end: len,
-            });
-        }
+        // the file's size anyway: nothing to decide or record (every reader
+        // of a whole file ends with one; an audit write each would cost).
+        // `may_see` runs outside the handle lock: for other uids it may
+        // walk /proc.
+        let got = self.handle(fh, ino, |h| match &h.content {
+            Some(b) if offset >= b.len() as u64 => Err(b.clone()),
+            _ => Ok(h.for_read()),
+        })?;
+        let (path, secrets, content, opener) = match got {
+            Ok(v) => v,
+            Err(bytes) if self.may_see(c).is_ok() => {
+                let len = bytes.len();
+                return Ok(ReadData {
+                    content: bytes,
+                    start: len,
+                    end: len,
+                });
+            }
+            // One who may not see sizes is decided (and recorded) as ever.
+            Err(_) => self.handle(fh, ino, Handle::for_read)?,
+        };
         if !self.check(c, "read", &path, &secrets, opener).allowed {
             return Err(FsError::Denied);
         }
@@ -369,6 +402,15 @@ impl<P: ProcSource> SecretFs<P> {
             start,
             end,
         })
+    }
+
+    /// `f` of open handle `fh` (of inode `ino`), under the handle lock.
+    fn handle<T>(&self, fh: u64, ino: u64, f: impl FnOnce(&Handle) -> T) -> Result<T, FsError> {
+        let h = self.handles.lock();
+        h.get(&fh)
+            .filter(|h| h.ino == ino)
+            .map(f)
+            .ok_or(FsError::BadHandle)
     }
 
     pub fn release(&self, fh: u64) {
@@ -473,6 +515,7 @@ impl<P: ProcSource> SecretFs<P> {
         let diff = cur.diff(&new);
         *cur = Arc::new(new);
         *self.redactor.write() = Some(redactor);
+        self.redactor_gen.fetch_add(1, Ordering::AcqRel);
         self.locked.store(false, Ordering::Release);
         diff
     }
@@ -484,6 +527,7 @@ impl<P: ProcSource> SecretFs<P> {
         let mut cur = self.tree.write();
         *cur = Arc::new(cur.without_contents());
         *self.redactor.write() = None;
+        self.redactor_gen.fetch_add(1, Ordering::AcqRel);
         drop(cur);
         for h in self.handles.lock().values_mut() {
             h.content = None;

@@ -279,6 +279,7 @@ fn enforcer_judges_the_command_process() {
         starttime: 5,
         exe: None,
         cmdline: None,
+        ..Subject::default()
     };
     assert_eq!(e.check(Some(&subject(10)), ".env", &[]), Ok(()));
     assert!(

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use zeroize::Zeroizing;
 
-use super::{Encoding, MIN_LEN, encodings, trim_newline};
+use super::{Encoding, MIN_LEN, encodings, forms};
 
 pub struct Compact {
     /// Every pattern, back to back.
@@ -33,14 +33,6 @@ impl Compact {
         // pattern (60,000 for 10,000 secrets) left megabytes of freed heap
         // that a daemon under mlockall cannot hand back.
         let secrets: Vec<(String, &[u8])> = secrets.into_iter().collect();
-        let forms = |value: &'a [u8]| {
-            let trimmed = trim_newline(value);
-            let mut forms = vec![value];
-            if trimmed.len() != value.len() && trimmed.len() >= MIN_LEN {
-                forms.push(trimmed);
-            }
-            forms
-        };
         // Sized first: a growing buffer would leave copies behind unwiped.
         let total: usize = secrets
             .iter()

@@ -148,14 +148,7 @@ impl Patterns {
             }
             let secret = labels.len() as u32;
             labels.push(label);
-            let mut forms = vec![value];
-            // A value stored with its trailing newline usually appears
-            // without it (at the end of a file, before CRLF).
-            let trimmed = trim_newline(value);
-            if trimmed.len() != value.len() && trimmed.len() >= MIN_LEN {
-                forms.push(trimmed);
-            }
-            for form in forms {
+            for form in forms(value) {
                 for (bytes, encoding) in encodings(form) {
                     pats.push((bytes, PatMeta { secret, encoding }));
                 }
@@ -408,6 +401,17 @@ fn live_from<A: Automaton>(a: &A, hay: &[u8], from: usize) -> usize {
         return i;
     }
     hay.len()
+}
+
+/// The value, and without its trailing newline: a value stored with one
+/// usually appears without it (at the end of a file, before CRLF).
+fn forms(value: &[u8]) -> Vec<&[u8]> {
+    let trimmed = trim_newline(value);
+    let mut forms = vec![value];
+    if trimmed.len() != value.len() && trimmed.len() >= MIN_LEN {
+        forms.push(trimmed);
+    }
+    forms
 }
 
 fn trim_newline(v: &[u8]) -> &[u8] {

@@ -116,6 +116,19 @@ fn corpus(bytes: usize, secrets: &[(String, String)]) -> (Vec<u8>, usize) {
     (out, planted)
 }
 
+/// The fastest of three runs of `f`, and what it returned.
+fn best_of_3<T>(mut f: impl FnMut() -> T) -> (Duration, T) {
+    let mut best = Duration::MAX;
+    let mut out = None;
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let r = f();
+        best = best.min(t0.elapsed());
+        out = Some(r);
+    }
+    (best, out.expect("ran three times"))
+}
+
 fn mb_s(bytes: usize, d: Duration) -> String {
     format!("{} MB/s", sig3(bytes as f64 / 1e6 / d.as_secs_f64()))
 }
@@ -144,18 +157,14 @@ pub fn scanner(b: &Bench, e: Effort) {
         format!("{} patterns, {} MiB", m.patterns(), m.memory_usage() >> 20),
     ]);
 
-    let mut best_scan = Duration::MAX;
-    let mut hits = 0;
-    for _ in 0..3 {
-        let t0 = Instant::now();
+    let (best_scan, hits) = best_of_3(|| {
         let mut n = 0;
         m.find_each(&text, |_| {
             n += 1;
             true
         });
-        best_scan = best_scan.min(t0.elapsed());
-        hits = n;
-    }
+        n
+    });
     t.row(vec![
         "scan (one pass, all hits; best of 3)".into(),
         time(best_scan.as_nanos() as u64),
@@ -163,19 +172,14 @@ pub fn scanner(b: &Bench, e: Effort) {
         format!("{hits} hits of {planted} planted"),
     ]);
 
-    let mut best_red = Duration::MAX;
-    let mut out_len = 0;
-    for _ in 0..3 {
+    let (best_red, out_len) = best_of_3(|| {
         let mut r = Redactor::new(m.clone());
-        let t0 = Instant::now();
         let mut len = 0;
         for chunk in text.chunks(64 << 10) {
             len += r.push(chunk).len();
         }
-        len += r.finish().len();
-        best_red = best_red.min(t0.elapsed());
-        out_len = len;
-    }
+        len + r.finish().len()
+    });
     t.row(vec![
         "streaming redactor, 64 KiB chunks (best of 3)".into(),
         time(best_red.as_nanos() as u64),
