@@ -263,7 +263,15 @@ fn spawn_and_wait(o: &RunOpts, dir: &Path, target: &Mutex<Target>) -> Result<i32
         }
         None => Command::new(&o.cmd[0]),
     };
-    c.args(&o.cmd[1..]).env("HUSHFS_DIR", dir);
+    c.args(&o.cmd[1..])
+        .env("HUSHFS_DIR", dir)
+        .env_remove(crate::agent::server::KEYRING_ENV);
+    // SAFETY: runs in the forked child before exec and only makes the
+    // keyctl syscall.
+    unsafe {
+        // The command and its tree possess none of the agent's keys.
+        c.pre_exec(crate::sys::keyring::detach_in_child);
+    }
     for (k, v) in &o.env {
         c.env(k, std::ffi::OsStr::from_bytes(v.expose()));
     }

@@ -1,6 +1,7 @@
 //! hushfs: a project's secrets as files on a FUSE mount that only an
 //! authorized process tree can read. See docs/ARCHITECTURE.md for the map.
 
+pub mod agent;
 pub mod audit;
 pub mod authz;
 pub mod broker;

@@ -17,7 +17,8 @@ fn main() {
             std::process::exit(code);
         }
     };
-    let code = match hushfs::cli::run(cli) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let code = match hushfs::cli::run(cli, &args) {
         Ok(code) => code,
         Err(hushfs::error::Error::BrokenPipe) => 0,
         Err(e) => {

@@ -104,6 +104,54 @@ pub enum Command {
     Serve(mount::ServeArgs),
     /// Verify, anchor, show and follow the tamper-evident audit log
     Audit(audit::AuditArgs),
+    /// The per-user agent that holds the cached key (started by `unlock`)
+    #[command(name = "__agent", hide = true)]
+    Agent,
+}
+
+/// How a command relates to the agent: run by it whenever it holds the
+/// vault's key (`Unlocked`), whenever it runs (`Reachable`: `lock` must
+/// clear the agent's cache), or always here.
+enum Via {
+    Unlocked,
+    Reachable,
+    Here,
+}
+
+fn via(c: &Command) -> Via {
+    match c {
+        Command::Set(_)
+        | Command::Ls(_)
+        | Command::Rm(_)
+        | Command::Import(_)
+        | Command::Status(_)
+        | Command::Mount(_)
+        | Command::Run(_)
+        | Command::Scan(_)
+        | Command::Source(_)
+        | Command::Audit(_)
+        | Command::Policy(policy::PolicyCmd::Show { .. }) => Via::Unlocked,
+        Command::Lock => Via::Reachable,
+        _ => Via::Here,
+    }
+}
+
+/// Runs the command in the agent when the agent should run it; `None`
+/// when it runs here. Never with `--passphrase-fd` (the user chose the
+/// passphrase), `HUSHFS_KEYCHAIN=off`, or in a process the agent started.
+fn through_agent(cli: &Cli, ctx: &Ctx, args: &[std::ffi::OsString]) -> Option<Result<i32>> {
+    if ctx.keys.passphrase_fd.is_some()
+        || std::env::var_os("HUSHFS_KEYCHAIN").is_some_and(|v| v == "off")
+        || std::env::var_os(crate::agent::server::KEYRING_ENV).is_some()
+    {
+        return None;
+    }
+    let go = match via(&cli.command) {
+        Via::Here => false,
+        Via::Reachable => crate::agent::client::hello(&crate::agent::socket_path()).is_some(),
+        Via::Unlocked => crate::agent::client::unlocked(&ctx.vault).is_some_and(|(u, _)| u),
+    };
+    go.then(|| crate::agent::client::forward(args))
 }
 
 /// What every command needs: where the vault is and how to get its key.
@@ -112,7 +160,11 @@ pub struct Ctx {
     pub keys: KeyOpts,
 }
 
-pub fn run(cli: Cli) -> Result<i32> {
+/// Runs the parsed command line; `args` are the raw arguments after the
+/// program name (what the agent re-parses when it runs the command).
+pub fn run(cli: Cli, args: &[std::ffi::OsString]) -> Result<i32> {
+    // A process the agent started may use the agent's keyring.
+    crate::agent::client::adopt_session();
     let ctx = Ctx {
         vault: cli
             .vault
@@ -123,7 +175,11 @@ pub fn run(cli: Cli) -> Result<i32> {
             new_passphrase_fd: None,
         },
     };
+    if let Some(r) = through_agent(&cli, &ctx, args) {
+        return r;
+    }
     match cli.command {
+        Command::Agent => crate::agent::server::serve(crate::daemon::spawn::ready_fd()),
         Command::Init(a) => vault_cmds::init(&ctx, a),
         Command::Set(a) => secrets::set(&ctx, a),
         Command::Ls(a) => secrets::ls(&ctx, a),

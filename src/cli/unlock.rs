@@ -1,4 +1,4 @@
-//! `unlock` and `lock`: the keychain cache of the data key.
+//! `unlock` and `lock`: the agent's cache of the data key.
 
 use clap::Args;
 
@@ -17,19 +17,22 @@ pub struct UnlockArgs {
 pub fn unlock(ctx: &Ctx, a: UnlockArgs) -> Result<i32> {
     let sealed = Sealed::read(&ctx.vault)?;
     let (v, _) = unlock::open_with_passphrase(sealed, &ctx.keys)?;
+    if keychain::disabled_by_env() {
+        return Err(Error::Other(
+            "cannot cache the unlock: HUSHFS_KEYCHAIN=off; commands will ask for the passphrase"
+                .into(),
+        ));
+    }
     let mut rec = audit::recorder(&v)?;
-    keychain::store(&v.id_hex(), v.key(), a.ttl).map_err(|why| {
-        Error::Other(format!(
-            "cannot cache the unlock: keychain unavailable ({why}); commands will ask for the passphrase"
-        ))
-    })?;
+    // In the log first: an unlock nobody can see in the log does not stand.
     let mut ev = audit::event("unlock");
     ev.reason = Some(format!("for {}", humantime::format_duration(a.ttl)));
-    if let Err(e) = audit::record(&mut rec, ev) {
-        // An unlock nobody can see in the log does not stand.
-        let _ = keychain::clear(&v.id_hex());
-        return Err(e);
-    }
+    audit::record(&mut rec, ev)?;
+    drop(rec);
+    // The key goes to the agent, the one process that keeps it; this
+    // process forgets it when it exits.
+    crate::agent::client::ensure_running()?;
+    crate::agent::client::store(&ctx.vault, v.key(), a.ttl)?;
     // Locked mounts of this vault take the key from the keychain again.
     let mounts = super::mount::notify_mounts(&ctx.vault, &Request::Reload);
     let tail = if mounts > 0 {

@@ -144,6 +144,11 @@ pub fn unmount(dir: &Path, lazy: bool) -> Result<()> {
         ))
     })?;
     let mut c = Command::new(bin);
+    // SAFETY: runs in the forked child before exec and only makes the
+    // keyctl syscall.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut c, crate::sys::keyring::detach_in_child);
+    }
     c.arg("-u").arg("-q");
     if lazy {
         c.arg("-z");

@@ -76,6 +76,21 @@ pub fn spawn(s: &Spawn, key: &Key32) -> Result<u32> {
             c.arg(flag);
         }
     }
+    // fuser finds fusermount3 through PATH; the daemon may hold the agent's
+    // keyring, so it must be the system's, not one planted in the caller's.
+    c.env("PATH", crate::agent::SAFE_PATH);
+    // fuser also runs FUSERMOUNT_PATH: keep it only when it names nothing
+    // or a root-owned file nobody else may change.
+    if let Some(p) = std::env::var_os("FUSERMOUNT_PATH") {
+        use std::os::unix::fs::MetadataExt;
+        let safe = match std::fs::metadata(&p) {
+            Err(_) => true,
+            Ok(m) => m.uid() == 0 && m.mode() & 0o022 == 0,
+        };
+        if !safe {
+            c.env_remove("FUSERMOUNT_PATH");
+        }
+    }
     c.stdin(Stdio::null())
         .stdout(
             log.try_clone()
@@ -131,7 +146,7 @@ pub fn spawn(s: &Spawn, key: &Key32) -> Result<u32> {
 }
 
 /// The first line the daemon writes, or None on timeout / silent exit.
-fn read_ready(f: &mut File, timeout: Duration) -> Option<String> {
+pub(crate) fn read_ready(f: &mut File, timeout: Duration) -> Option<String> {
     let deadline = Instant::now() + timeout;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 512];

@@ -57,6 +57,14 @@ const DIFF_OPTS: &[&str] = &[
 
 fn git(dir: Option<&Path>) -> Command {
     let mut c = Command::new("git");
+    // git runs what a repository configures (hooks, fsmonitor, filters):
+    // it must possess none of the agent's keys.
+    c.env_remove(crate::agent::server::KEYRING_ENV);
+    // SAFETY: runs in the forked child before exec and only makes the
+    // keyctl syscall.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut c, crate::sys::keyring::detach_in_child);
+    }
     if let Some(d) = dir {
         c.arg("-C").arg(d);
     }

@@ -2,6 +2,7 @@
 //! XDG paths, pidfds.
 
 pub mod harden;
+pub mod keyring;
 pub mod paths;
 pub mod pidfd;
 pub mod random;

@@ -1,15 +1,18 @@
 //! Caches the data key in the OS keychain so people unlock once instead of
 //! typing the passphrase for every command.
 //!
-//! On Linux the store is the kernel keyutils *user* keyring, reached through
-//! the keyring crate's `Entry` API with a small credential of our own. The
-//! crate's built-in keyutils store adds keys to the session keyring and links
-//! them into the persistent keyring; without a login session (a headless
-//! shell, CI, a service) that link fails with EACCES and nothing can be
-//! cached. The user keyring works headless, lasts until reboot (or until the
-//! uid's last process exits), and is readable by the same uid only, which is
-//! exactly the boundary the threat model assigns to the cache. The payload
-//! carries its expiry and the kernel key gets the same timeout.
+//! The store is the per-user agent's own session keyring (src/agent/),
+//! reached through the keyring crate's `Entry` API with a small credential
+//! of our own. The agent joins a fresh anonymous session keyring with
+//! possessor-only permissions; the hushfs processes it starts inherit it,
+//! nothing else of the uid possesses it, so no other process of the user can
+//! read, list or search these keys. A process that was not verified to
+//! share the agent's keyring (`sys::keyring::trusted`) has no cache at all:
+//! every command outside the agent asks for the passphrase.
+//!
+//! Earlier versions kept the key in the *user* keyring, which every process
+//! of the uid can read; `purge_user_keyring` removes those entries. The
+//! payload carries its expiry and the kernel key gets the same timeout.
 
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +30,20 @@ const SERVICE: &str = "hushfs";
 const MAGIC: &[u8; 4] = b"HK1\0";
 
 static WARNED: AtomicBool = AtomicBool::new(false);
+
+/// Why a process has no cache: it is not one the agent started.
+const NO_AGENT: &str = "not started by the hushfs agent";
+
+/// `HUSHFS_KEYCHAIN=off`: no cache, no agent.
+pub fn disabled_by_env() -> bool {
+    disabled()
+}
+
+/// True when this process can use the cache (it shares the agent's
+/// keyring and the cache is not switched off).
+pub fn available() -> bool {
+    !disabled() && crate::sys::keyring::trusted().is_some()
+}
 
 /// Set `HUSHFS_KEYCHAIN=off` to never touch the keychain (every command then
 /// asks for the passphrase).
@@ -66,11 +83,10 @@ impl CredentialApi for UserKeyring {
             .ring
             .add_key(&self.description, secret)
             .map_err(map_err)?;
-        // Owner-uid access regardless of possession (a later command may run
-        // in another session); nothing for group or others.
+        // Possessors only: the agent's session. Nothing for the uid (any
+        // process of the user), the group or others.
         let perms = KeyPermissionsBuilder::builder()
             .posessor(Permission::ALL)
-            .user(Permission::ALL)
             .build();
         key.set_perms(perms).map_err(map_err)
     }
@@ -103,8 +119,14 @@ fn entry_named(user: &str) -> Result<Cached, String> {
     if disabled() {
         return Err("disabled by HUSHFS_KEYCHAIN=off".into());
     }
+    // Only the keyring verified to be the agent's, and only while this
+    // process still has it as its session keyring.
+    let serial = crate::sys::keyring::trusted().ok_or(NO_AGENT)?;
+    if crate::sys::keyring::session_serial() != Some(serial) {
+        return Err(NO_AGENT.into());
+    }
     let ring =
-        KeyRing::from_special_id(KeyRingIdentifier::User, false).map_err(|e| e.to_string())?;
+        KeyRing::from_special_id(KeyRingIdentifier::Session, false).map_err(|e| e.to_string())?;
     let description = format!("{SERVICE}:{user}");
     let cred = UserKeyring {
         ring,
@@ -119,7 +141,8 @@ fn entry_named(user: &str) -> Result<Cached, String> {
 
 /// Says once per process that the keychain could not be used.
 pub fn warn_unavailable(why: &str) {
-    if disabled() || WARNED.swap(true, Ordering::Relaxed) {
+    // Outside the agent there is no cache by design: nothing to warn about.
+    if disabled() || why == NO_AGENT || WARNED.swap(true, Ordering::Relaxed) {
         return;
     }
     eprintln!("hushfs: keychain unavailable ({why}); using the passphrase instead");
@@ -196,9 +219,35 @@ pub fn clear(vault_id: &str) -> Result<bool, String> {
     }
 }
 
+/// Removes every `hushfs:*` entry from the user keyring (`@u`), where
+/// versions before the agent cached data keys and audit state readable by
+/// every process of the uid. Returns how many were removed.
+pub fn purge_user_keyring() -> usize {
+    let Ok(ring) = KeyRing::from_special_id(KeyRingIdentifier::User, false) else {
+        return 0;
+    };
+    let Ok(links) = ring.get_links(4096) else {
+        return 0;
+    };
+    let mut n = 0;
+    for node in links.iter() {
+        if let linux_keyutils::LinkNode::Key(k) = node
+            && k
+                .metadata()
+                .is_ok_and(|m| m.get_description().starts_with("hushfs:"))
+            // Unlinking needs only write access to @u (ours through its
+            // special id); the key goes once nothing links it.
+            && ring.unlink_key(*k).is_ok()
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
 /// Raw entries for other parts of hushfs that keep state in the same user
-/// keyring (the audit log's evolving key). Same boundary: same uid only, no
-/// timeout, gone at reboot. `name` must not collide with `vault-<id>`.
+/// keyring (the audit log's evolving key). Same boundary: the agent's
+/// session only, no timeout, gone when the agent and its mounts are. `name` must not collide with `vault-<id>`.
 pub mod named {
     use super::*;
 

@@ -1,0 +1,276 @@
+//! The client side of the agent: find it (and check that it is the hushfs
+//! binary), start it, hand it a key, and run a command through it.
+
+use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::protocol::{Request, Response};
+use super::wire::{self, Got, Reader};
+use crate::error::{Error, Result};
+use crate::secret::Key32;
+
+/// How long a client waits for a simple answer.
+const ANSWER: Duration = Duration::from_secs(5);
+
+/// The peer runs as our uid. (Which program it is cannot be checked: the
+/// agent is non-dumpable, so its /proc/PID/exe is closed to us as to any
+/// process of the uid; docs/THREAT-MODEL.md says what follows.)
+fn genuine(s: &UnixStream) -> bool {
+    let Ok(p) = crate::daemon::control::peer(s) else {
+        return false;
+    };
+    // SAFETY: geteuid has no preconditions.
+    p.uid == unsafe { libc::geteuid() }
+}
+
+fn connect(path: &Path) -> Option<UnixStream> {
+    let s = UnixStream::connect(path).ok()?;
+    s.set_write_timeout(Some(ANSWER)).ok()?;
+    genuine(&s).then_some(s)
+}
+
+fn ask(path: &Path, req: &Request) -> Option<Response> {
+    let s = connect(path)?;
+    wire::send(&s, req, &[]).ok()?;
+    match Reader::default().recv::<Response>(&s, Some(Instant::now() + ANSWER)) {
+        Ok(Got::Msg(r, _)) => Some(r),
+        _ => None,
+    }
+}
+
+/// The agent's pid and keyring, if a genuine agent answers at `path`.
+pub fn hello(path: &Path) -> Option<(u32, i32)> {
+    match ask(path, &Request::Hello)? {
+        Response::Hello { pid, keyring } => Some((pid, keyring)),
+        _ => None,
+    }
+}
+
+/// Whether the running agent holds the key of the vault at `vault`.
+pub fn unlocked(vault: &Path) -> Option<(bool, Option<u64>)> {
+    let vault = std::path::absolute(vault).ok()?;
+    match ask(
+        &super::socket_path(),
+        &Request::Unlocked {
+            vault: vault.to_str()?.to_string(),
+        },
+    )? {
+        Response::Unlocked {
+            unlocked,
+            expires_in_secs,
+        } => Some((unlocked, expires_in_secs)),
+        _ => None,
+    }
+}
+
+/// For a process the agent started (`HUSHFS_AGENT_KEYRING` set): checks
+/// that its session keyring is the running agent's, and if so lets the
+/// keychain use it. Anything else (a stale or forged variable, no agent)
+/// leaves the process without a cache.
+pub fn adopt_session() {
+    let Some(claimed) = std::env::var_os(super::server::KEYRING_ENV) else {
+        return;
+    };
+    let claimed: Option<i32> = claimed.to_str().and_then(|s| s.parse().ok());
+    let mine = crate::sys::keyring::session_serial();
+    if claimed.is_none() || claimed != mine {
+        return;
+    }
+    if let Some((_, keyring)) = hello(&super::socket_path())
+        && Some(keyring) == mine
+    {
+        crate::sys::keyring::set_trusted(keyring);
+    }
+}
+
+/// Starts the agent unless one answers; returns once it listens.
+pub fn ensure_running() -> Result<()> {
+    let path = super::socket_path();
+    if hello(&path).is_some() {
+        return Ok(());
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Other(format!("cannot find the hushfs binary: {e}")))?;
+    let logs = crate::sys::paths::state_dir().join("logs");
+    crate::sys::paths::ensure_private_dir(&logs)?;
+    let log_path = logs.join("agent.log");
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&log_path)
+        .map_err(|e| Error::io("cannot open log", &log_path, e))?;
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::Other(format!("cannot start the agent: pipe: {e}")))?;
+    let mut c = Command::new(exe);
+    c.arg("__agent")
+        // The agent's environment: only what says where things are. A
+        // loader variable here would run code inside the key holder.
+        .env_clear()
+        .envs(std::env::vars_os().filter(|(k, _)| keep_for_agent(k)))
+        .env("PATH", super::SAFE_PATH)
+        .stdin(Stdio::null())
+        .stdout(
+            log.try_clone()
+                .map_err(|e| Error::io("cannot open log", &log_path, e))?,
+        )
+        .stderr(log)
+        .current_dir("/");
+    let rw = ready_w.as_raw_fd();
+    // SAFETY: runs in the forked child before exec; dup2 and setsid are
+    // async-signal-safe.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::dup2(rw, crate::daemon::spawn::READY_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = c
+        .spawn()
+        .map_err(|e| Error::Other(format!("cannot start the agent: {e}")))?;
+    drop(c);
+    drop(ready_w);
+    let mut ready = std::fs::File::from(ready_r);
+    let msg = crate::daemon::spawn::read_ready(&mut ready, Duration::from_secs(10));
+    // The agent is in its own session; reap the launcher's child entry
+    // only when it has exited (a failed start).
+    match msg.as_deref() {
+        Some("ok") => {
+            std::thread::spawn(move || child.wait());
+            Ok(())
+        }
+        Some(m) => {
+            let _ = child.wait();
+            Err(Error::Other(format!(
+                "cannot start the agent: {}",
+                m.strip_prefix("error: ").unwrap_or(m)
+            )))
+        }
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(Error::Other(format!(
+                "the agent did not start; see {}",
+                log_path.display()
+            )))
+        }
+    }
+}
+
+fn keep_for_agent(k: &std::ffi::OsStr) -> bool {
+    let k = k.as_bytes();
+    k.starts_with(b"XDG_")
+        || k.starts_with(b"HUSHFS_")
+            && k != super::server::KEYRING_ENV.as_bytes()
+            && k != b"HUSHFS_PASSPHRASE_FILE"
+        || [&b"HOME"[..], b"USER", b"LOGNAME", b"TMPDIR", b"RUST_LOG"].contains(&k)
+}
+
+/// Hands the vault's key to the agent for `ttl`.
+pub fn store(vault: &Path, key: &Key32, ttl: Duration) -> Result<()> {
+    let vault = std::path::absolute(vault)
+        .map_err(|e| Error::io("cannot resolve", vault, e))?;
+    let mut hex = String::with_capacity(64);
+    for b in key.expose() {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    let req = Request::Store {
+        vault: vault.to_string_lossy().into_owned(),
+        key: hex,
+        ttl_secs: ttl.as_secs().max(1),
+    };
+    let r = ask(&super::socket_path(), &req);
+    if let Request::Store { mut key, .. } = req {
+        zeroize::Zeroize::zeroize(&mut key);
+    }
+    match r {
+        Some(Response::Ok) => Ok(()),
+        Some(Response::Err { error }) => Err(Error::Other(format!(
+            "the agent refused the unlock: {error}"
+        ))),
+        _ => Err(Error::Other(
+            "the agent did not answer: see $XDG_STATE_HOME/hushfs/logs/agent.log".into(),
+        )),
+    }
+}
+
+/// Runs `hushfs ARGS` in the agent with our stdin, stdout and stderr, and
+/// returns its exit code. Signals sent to us go on to it.
+pub fn forward(args: &[OsString]) -> Result<i32> {
+    let s = connect(&super::socket_path())
+        .ok_or_else(|| Error::Other("the agent went away: run the command again".into()))?;
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::Other(format!("cannot read the current directory: {e}")))?;
+    // SAFETY: umask only swaps the process mask; set it straight back.
+    let umask = unsafe {
+        let m = libc::umask(0o077);
+        libc::umask(m);
+        m
+    };
+    let req = Request::Exec {
+        args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        cwd: cwd.as_os_str().as_bytes().to_vec(),
+        env: std::env::vars_os()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect(),
+        umask,
+    };
+    let mut signals = signal_hook::iterator::Signals::new(FORWARD)
+        .map_err(|e| Error::Other(format!("cannot handle signals: {e}")))?;
+    wire::send(&s, &req, &[0, 1, 2])
+        .map_err(|e| Error::Other(format!("cannot reach the agent: {e}")))?;
+    drop(req);
+    let mut reader = Reader::default();
+    match reader.recv::<Response>(&s, Some(Instant::now() + ANSWER)) {
+        Ok(Got::Msg(Response::Started { .. }, _)) => {}
+        Ok(Got::Msg(Response::Err { error }, _)) => {
+            return Err(Error::Other(format!("the agent cannot run it: {error}")));
+        }
+        _ => return Err(Error::Other("the agent did not start the command".into())),
+    }
+    let handle = signals.handle();
+    let out = s
+        .try_clone()
+        .map_err(|e| Error::Other(format!("cannot reach the agent: {e}")))?;
+    let relay = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if wire::send(&out, &Request::Signal { signal: sig }, &[]).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| Error::Other(format!("cannot handle signals: {e}")))?;
+    let r = reader.recv::<Response>(&s, None);
+    handle.close();
+    let _ = relay.join();
+    match r {
+        Ok(Got::Msg(Response::Exit { code }, _)) => Ok(code),
+        _ => Err(Error::Other(
+            "lost the agent while the command ran: its outcome is unknown".into(),
+        )),
+    }
+}
+
+/// Signals passed on to the command.
+const FORWARD: [i32; 7] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+];

@@ -1,0 +1,409 @@
+//! `hushfs __agent`: the per-user process that alone holds cached keys.
+//!
+//! It joins a fresh possessor-only session keyring (the cache lives there,
+//! out of reach of every process that does not descend from the agent),
+//! listens on `$XDG_RUNTIME_DIR/hushfs/agent.sock`, and runs the commands
+//! clients hand it as its own children, with the clients' stdin, stdout and
+//! stderr. It exits when its socket is removed or replaced.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use super::protocol::{Request, Response};
+use super::wire::{self, Got, Reader};
+use crate::error::{Error, Result};
+use crate::secret::Key32;
+use crate::sys::pidfd::PidFd;
+use crate::vault::{Sealed, keychain};
+
+/// Most connections served at once; more are answered with an error and
+/// closed, so a flood cannot exhaust threads.
+const MAX_CONNS: usize = 128;
+/// A request (other than the signals that follow an `Exec`) must arrive
+/// whole within this time.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Environment variables the dynamic loader and libc act on, which would
+/// let whoever sets them run code inside a process that holds keys: the
+/// list glibc ignores for set-uid programs (UNSECURE_ENVVARS), by prefix.
+const UNSAFE_ENV: [&str; 12] = [
+    "LD_",
+    "GCONV_PATH",
+    "GETCONF_DIR",
+    "GLIBC_TUNABLES",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "LOCPATH",
+    "MALLOC_",
+    "NIS_PATH",
+    "NLSPATH",
+    "RESOLV_HOST_CONF",
+    "RES_OPTIONS",
+];
+
+/// Variables that are the agent's to set.
+pub const KEYRING_ENV: &str = "HUSHFS_AGENT_KEYRING";
+
+pub fn is_unsafe_env(name: &[u8]) -> bool {
+    UNSAFE_ENV.iter().any(|p| name.starts_with(p.as_bytes())) || name == KEYRING_ENV.as_bytes()
+}
+
+struct Agent {
+    keyring: i32,
+    /// The binary to run commands with: this one.
+    exe: PathBuf,
+    conns: AtomicUsize,
+    me: u32,
+}
+
+/// Runs the agent until its socket goes away. `ready` gets "ok" once the
+/// socket is listening (or the reason it cannot start).
+pub fn serve(ready: Option<File>) -> Result<i32> {
+    let r = start();
+    let (listener, path, ino) = match r {
+        Ok(x) => x,
+        Err(e) => {
+            if let Some(mut f) = ready {
+                let _ = writeln!(f, "error: {e}");
+            }
+            return Err(e);
+        }
+    };
+    if let Some(mut f) = ready {
+        let _ = writeln!(f, "ok");
+    }
+    let keyring = crate::sys::keyring::trusted().expect("set by start");
+    let agent = Arc::new(Agent {
+        keyring,
+        exe: own_exe(),
+        conns: AtomicUsize::new(0),
+        // SAFETY: geteuid has no preconditions.
+        me: unsafe { libc::geteuid() },
+    });
+    // Gone or replaced socket (its directory removed, another agent took
+    // the name): this agent is no longer reachable, so it ends.
+    std::thread::Builder::new()
+        .name("watch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                match std::fs::symlink_metadata(&path) {
+                    Ok(m) if m.ino() == ino => {}
+                    _ => std::process::exit(0),
+                }
+            }
+        })
+        .map_err(|e| Error::Other(format!("cannot start the agent's watcher: {e}")))?;
+    for conn in listener.incoming() {
+        let Ok(s) = conn else { continue };
+        if agent.conns.fetch_add(1, Ordering::SeqCst) >= MAX_CONNS {
+            agent.conns.fetch_sub(1, Ordering::SeqCst);
+            let _ = s.set_write_timeout(Some(Duration::from_millis(100)));
+            let _ = wire::send(&s, &Response::err("the agent is busy: try again"), &[]);
+            continue;
+        }
+        let a = agent.clone();
+        let spawned = std::thread::Builder::new()
+            .name("conn".into())
+            .spawn(move || {
+                handle(&a, s);
+                a.conns.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            agent.conns.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    Ok(0)
+}
+
+/// This binary's path, while it is still the file this process runs (so
+/// children show as `hushfs`); else `/proc/self/exe`, which is.
+fn own_exe() -> PathBuf {
+    let same = |p: &Path| {
+        matches!(
+            (std::fs::metadata(p), std::fs::metadata("/proc/self/exe")),
+            (Ok(a), Ok(b)) if a.dev() == b.dev() && a.ino() == b.ino()
+        )
+    };
+    match std::env::current_exe() {
+        Ok(p) if same(&p) => p,
+        _ => PathBuf::from("/proc/self/exe"),
+    }
+}
+
+/// Hardening, the keyring, the socket.
+fn start() -> Result<(UnixListener, PathBuf, u64)> {
+    if let Some((k, _)) = std::env::vars_os().find(|(k, _)| is_unsafe_env(k.as_bytes())) {
+        return Err(Error::usage(format!(
+            "the agent does not start with {} set: start it with `hushfs unlock`",
+            k.to_string_lossy()
+        )));
+    }
+    crate::sys::harden::one_malloc_arena();
+    crate::sys::harden::lock_memory_if_allowed();
+    let serial = crate::sys::keyring::join_new_session()
+        .map_err(|e| Error::Other(format!("cannot create the agent's keyring: {e}")))?;
+    crate::sys::keyring::set_trusted(serial);
+    let purged = keychain::purge_user_keyring();
+    if purged > 0 {
+        log::info!("removed {purged} hushfs entries from the user keyring");
+    }
+    let dir = crate::sys::paths::runtime_dir();
+    crate::sys::paths::ensure_private_dir(&dir)?;
+    let path = super::socket_path();
+    if super::client::hello(&path).is_some() {
+        return Err(Error::Other("an agent is already running".into()));
+    }
+    // Bind under a temporary name and rename over the socket path, so a
+    // stale socket is replaced atomically.
+    let tmp = dir.join(format!("agent.{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp).map_err(|e| Error::io("cannot listen on", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io("cannot create", &path, e))?;
+    let ino = std::fs::symlink_metadata(&path)
+        .map_err(|e| Error::io("cannot inspect", &path, e))?
+        .ino();
+    Ok((listener, path, ino))
+}
+
+fn handle(a: &Agent, s: UnixStream) {
+    let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
+    match crate::daemon::control::peer(&s) {
+        Ok(p) if p.uid == a.me => {}
+        Ok(p) => {
+            log::warn!("agent: refused uid {} (pid {})", p.uid, p.pid);
+            let _ = wire::send(&s, &Response::err("permission denied: not your agent"), &[]);
+            return;
+        }
+        Err(e) => {
+            let _ = wire::send(&s, &Response::err(format!("cannot identify peer: {e}")), &[]);
+            return;
+        }
+    }
+    let mut reader = Reader::default();
+    let req = match reader.recv::<Request>(&s, Some(Instant::now() + REQUEST_DEADLINE)) {
+        Ok(Got::Msg(r, fds)) => (r, fds),
+        Ok(Got::Eof) => return,
+        Err(e) => {
+            let _ = wire::send(&s, &Response::err(format!("bad request: {e}")), &[]);
+            return;
+        }
+    };
+    let resp = match req {
+        (Request::Hello, _) => Response::Hello {
+            pid: std::process::id(),
+            keyring: a.keyring,
+        },
+        (Request::Store { vault, key, ttl_secs }, _) => store(&vault, key, ttl_secs),
+        (Request::Unlocked { vault }, _) => unlocked(&vault),
+        (
+            Request::Exec {
+                args,
+                cwd,
+                env,
+                umask,
+            },
+            fds,
+        ) => {
+            exec(a, &s, &mut reader, args, cwd, env, umask, fds);
+            return;
+        }
+        (Request::Signal { .. }, _) => Response::err("signal without a command"),
+    };
+    let _ = wire::send(&s, &resp, &[]);
+}
+
+fn vault_id(vault: &str) -> std::result::Result<String, String> {
+    let p = Path::new(vault);
+    if !p.is_absolute() {
+        return Err("the vault path must be absolute".into());
+    }
+    Sealed::read(p)
+        .map(|s| s.header().id_hex())
+        .map_err(|e| e.to_string())
+}
+
+fn store(vault: &str, mut key: String, ttl_secs: u64) -> Response {
+    let parsed = parse_key(&key);
+    zeroize::Zeroize::zeroize(&mut key);
+    let Some(k) = parsed else {
+        return Response::err("bad key");
+    };
+    let id = match vault_id(vault) {
+        Ok(id) => id,
+        Err(e) => return Response::err(e),
+    };
+    // The key must open this vault: a client cannot plant a wrong one.
+    match Sealed::read(Path::new(vault)).and_then(|s| s.open(&k).map(|_| ())) {
+        Ok(()) => {}
+        Err(_) => return Response::err("that key does not open the vault"),
+    }
+    match keychain::store(&id, &k, Duration::from_secs(ttl_secs.max(1))) {
+        Ok(()) => Response::Ok,
+        Err(why) => Response::err(format!("cannot cache the key: {why}")),
+    }
+}
+
+fn parse_key(hex: &str) -> Option<Key32> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut k = zeroize::Zeroizing::new([0u8; 32]);
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(Key32::from_bytes(*k))
+}
+
+fn unlocked(vault: &str) -> Response {
+    match vault_id(vault) {
+        Ok(id) => {
+            let exp = keychain::expires_in(&id);
+            Response::Unlocked {
+                unlocked: exp.is_some(),
+                expires_in_secs: exp,
+            }
+        }
+        // An unreadable vault is not unlocked here; the command run by
+        // the client itself reports why.
+        Err(_) => Response::Unlocked {
+            unlocked: false,
+            expires_in_secs: None,
+        },
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn exec(
+    a: &Agent,
+    s: &UnixStream,
+    reader: &mut Reader,
+    args: Vec<Vec<u8>>,
+    cwd: Vec<u8>,
+    env: Vec<(Vec<u8>, Vec<u8>)>,
+    umask: u32,
+    fds: Vec<OwnedFd>,
+) {
+    let Ok::<[OwnedFd; 3], _>([stdin, stdout, stderr]) = fds.try_into() else {
+        let _ = wire::send(s, &Response::err("exec needs stdin, stdout and stderr"), &[]);
+        return;
+    };
+    let mut c = Command::new(&a.exe);
+    c.arg0("hushfs")
+        .args(args.iter().map(|a| OsStr::from_bytes(a)))
+        .env_clear()
+        .envs(
+            env.iter()
+                .filter(|(k, _)| !is_unsafe_env(k))
+                .map(|(k, v)| (OsStr::from_bytes(k), OsStr::from_bytes(v))),
+        )
+        .env(KEYRING_ENV, a.keyring.to_string())
+        .current_dir(OsStr::from_bytes(&cwd))
+        .stdin(Stdio::from(stdin))
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr));
+    let mask = umask & 0o777;
+    // SAFETY: runs in the forked child before exec; umask and setsid are
+    // async-signal-safe.
+    unsafe {
+        c.pre_exec(move || {
+            libc::umask(mask);
+            // Its own session: the agent's signals and ours stay apart.
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = match c.spawn() {
+        Ok(ch) => ch,
+        Err(e) => {
+            let _ = wire::send(s, &Response::err(format!("cannot start hushfs: {e}")), &[]);
+            return;
+        }
+    };
+    drop(c);
+    let pid = child.id();
+    let _ = wire::send(s, &Response::Started { pid }, &[]);
+    // Our unreaped child: the pidfd is exact.
+    let pidfd = PidFd::open(pid).ok();
+    let mut client = true;
+    loop {
+        if let Some(pf) = pidfd.as_ref() {
+            let mut p = [
+                libc::pollfd {
+                    fd: pf.as_fd().as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: if client { s.as_raw_fd() } else { -1 },
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: two valid pollfds; poll only writes revents.
+            let n = unsafe { libc::poll(p.as_mut_ptr(), 2, -1) };
+            if n < 0 || p[0].revents != 0 {
+                break;
+            }
+            if p[1].revents == 0 {
+                continue;
+            }
+        } else {
+            break;
+        }
+        match reader.recv::<Request>(s, Some(Instant::now() + REQUEST_DEADLINE)) {
+            Ok(Got::Msg(Request::Signal { signal }, _)) if forwardable(signal) => {
+                if let Some(pf) = pidfd.as_ref() {
+                    let _ = pf.send_signal(signal);
+                }
+            }
+            Ok(Got::Msg(..)) => {}
+            // The client is gone (killed, or its terminal closed): hang up
+            // on the command as a terminal would.
+            Ok(Got::Eof) | Err(_) => {
+                client = false;
+                if let Some(pf) = pidfd.as_ref() {
+                    let _ = pf.send_signal(libc::SIGHUP);
+                }
+            }
+        }
+    }
+    let code = match child.wait() {
+        Ok(st) => match (st.code(), st.signal()) {
+            (Some(c), _) => c,
+            (None, Some(sig)) => 128 + sig,
+            _ => 1,
+        },
+        Err(_) => 1,
+    };
+    if client {
+        let _ = wire::send(s, &Response::Exit { code }, &[]);
+    }
+}
+
+/// Signals a client may pass on to its command: those a terminal or a
+/// supervisor sends.
+fn forwardable(sig: i32) -> bool {
+    [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGWINCH,
+        libc::SIGKILL,
+    ]
+    .contains(&sig)
+}

@@ -1,0 +1,377 @@
+//! Key custody: with the vault unlocked and a mount live, a process of the
+//! same uid gets no key and no value — from a keyring, from hushfs's
+//! sockets, from /proc or pidfd_getfd, or from the commands `run` starts.
+//!
+//! hushfs and the attacker both run as an ordinary user this test creates:
+//! root passes every ptrace, /proc and keyring check, so a root-only test
+//! would prove nothing.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Once;
+
+use base64::Engine;
+use common::mount::is_mounted;
+use common::{INIT_FAST, contains};
+
+const USER: &str = "hushfs-custody";
+
+/// The test user's uid and gid (created once).
+fn user() -> (u32, u32) {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let exists = Command::new("id").arg(USER).output().unwrap();
+        if !exists.status.success() {
+            let o = Command::new("useradd")
+                .args(["--no-create-home", "--shell", "/bin/sh", "--user-group", USER])
+                .output()
+                .expect("useradd (package passwd) is needed to create the test user");
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+    });
+    let id = |flag: &str| -> u32 {
+        let o = Command::new("id").args([flag, USER]).output().unwrap();
+        String::from_utf8(o.stdout).unwrap().trim().parse().unwrap()
+    };
+    (id("-u"), id("-g"))
+}
+
+/// A home for the test user, with hushfs's usual places under it.
+struct Home {
+    _dir: tempfile::TempDir,
+    home: PathBuf,
+    uid: u32,
+    gid: u32,
+}
+
+impl Home {
+    fn new() -> Home {
+        let (uid, gid) = user();
+        let dir = tempfile::Builder::new()
+            .prefix("hushfs-custody-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        let h = Home {
+            _dir: dir,
+            home,
+            uid,
+            gid,
+        };
+        h.chown(&h.home);
+        h
+    }
+
+    fn chown(&self, p: &Path) {
+        nix::unistd::chown(
+            p,
+            Some(nix::unistd::Uid::from_raw(self.uid)),
+            Some(nix::unistd::Gid::from_raw(self.gid)),
+        )
+        .unwrap();
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.home.join(rel)
+    }
+
+    /// A command run as the test user, with its own environment only.
+    fn cmd(&self, program: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid))
+            .args(["--clear-groups", "--"])
+            .arg(program)
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .env("HOME", &self.home)
+            .env("XDG_RUNTIME_DIR", self.path("run"))
+            .current_dir(&self.home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    fn hushfs(&self, args: &[&str]) -> Command {
+        self.cmd(env!("CARGO_BIN_EXE_hushfs"), args)
+    }
+
+    fn ok(&self, mut c: Command) -> Output {
+        let o = c.output().unwrap();
+        assert!(
+            o.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    }
+
+    fn with_pass(&self, args: &[&str]) -> Output {
+        let mut c = self.hushfs(args);
+        c.env("HUSHFS_PASSPHRASE_FILE", self.path("pass"));
+        self.ok(c)
+    }
+
+    fn set(&self, name: &str, value: &[u8]) {
+        let mut c = self.hushfs(&["set", name]);
+        c.env("HUSHFS_PASSPHRASE_FILE", self.path("pass"))
+            .stdin(Stdio::piped());
+        let mut ch = c.spawn().unwrap();
+        use std::io::Write;
+        ch.stdin.take().unwrap().write_all(value).unwrap();
+        let o = ch.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let m = self.path("mnt");
+        if is_mounted(&m) {
+            let _ = self.hushfs(&["umount", m.to_str().unwrap()]).output();
+        }
+        // Removing the runtime directory ends the agent.
+    }
+}
+
+/// Every form of `v` the attacker could turn a leak into.
+fn forms(v: &[u8]) -> Vec<Vec<u8>> {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(v);
+    let hex: String = v.iter().map(|b| format!("{b:02x}")).collect();
+    vec![v.to_vec(), b64.into_bytes(), hex.into_bytes()]
+}
+
+/// The key-custody suite: one vault, one mount, one attacker run.
+#[test]
+fn a_same_uid_process_gets_no_key_and_no_value() {
+    let h = Home::new();
+    let value = b"custody-value-7f3a9c2e1b";
+    std::fs::write(h.path("pass"), "custody passphrase 42\n").unwrap();
+    h.chown(&h.path("pass"));
+    h.with_pass(&INIT_FAST);
+    h.set("app/TOKEN", value);
+
+    // An earlier hushfs left a cached key in the user keyring, readable by
+    // every process of the uid: the agent removes it when it starts.
+    let planted = h.ok(h.cmd(
+        "keyctl",
+        &["add", "user", "hushfs:vault-0000", "legacy-key", "@u"],
+    ));
+    assert!(!planted.stdout.is_empty());
+
+    h.with_pass(&["unlock", "--ttl", "1h"]);
+    // The passphrase is gone from here on: the attacker has only what an
+    // unlocked session leaves around.
+    std::fs::remove_file(h.path("pass")).unwrap();
+    let mnt = h.path("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    h.chown(&mnt);
+    let m = mnt.to_str().unwrap();
+    h.ok(h.hushfs(&["mount", m, "-p", "app"]));
+    assert!(is_mounted(&mnt));
+
+    // The unlock works without a prompt: an authorized read gets the value.
+    let o = h.ok(h.hushfs(&["run", "--mount", m, "--no-redact", "--", "cat", &format!("{m}/TOKEN")]));
+    assert_eq!(o.stdout, value);
+
+    let st: serde_json::Value =
+        serde_json::from_slice(&h.ok(h.hushfs(&["status", "--json"])).stdout).unwrap();
+    assert_eq!(st["unlocked"], true, "{st}");
+    let daemon = st["mounts"][0]["pid"].as_u64().unwrap() as u32;
+    let agent = agent_pid(&h);
+    let control = hushfs::daemon::registry::socket_path(&mnt);
+
+    // The system's python: a pyenv shim under /root is not the user's.
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let report = h.ok(h.cmd(
+        python,
+        &[
+            common::mount::helper().parent().unwrap().join("attacker.py").to_str().unwrap(),
+            h.path("run/hushfs/agent.sock").to_str().unwrap(),
+            control.to_str().unwrap(),
+            m,
+            &agent.to_string(),
+            &daemon.to_string(),
+        ],
+    ));
+    let r: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+
+    // 1. Every key in every keyring the uid reaches: none of hushfs's.
+    let listing = r["keyring_list"].as_str().unwrap();
+    assert!(
+        !listing.contains("hushfs:"),
+        "a hushfs key is visible to the user:\n{listing}"
+    );
+    let payloads: Vec<Vec<u8>> = r["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            base64::engine::general_purpose::STANDARD
+                .decode(k.as_str().unwrap())
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        !payloads.iter().any(|p| contains(p, b"legacy-key")),
+        "the legacy user-keyring entry was not removed"
+    );
+
+    // 2. Decryption as docs/VAULT-FORMAT.md describes it, with every
+    // 32-byte window of every payload the attacker could read.
+    let sealed = hushfs::vault::Sealed::read(&h.path(".local/share/hushfs/vault")).unwrap();
+    for p in &payloads {
+        for w in p.windows(32) {
+            let k = hushfs::secret::Key32::from_slice(w).unwrap();
+            assert!(sealed.open(&k).is_err(), "a readable key opens the vault");
+        }
+    }
+
+    // 3. No answer of any socket, to real, forged or malformed requests,
+    // and no output of a command run through the agent, holds the value.
+    let answers: Vec<Vec<u8>> = r["answers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            base64::engine::general_purpose::STANDARD
+                .decode(a.as_str().unwrap())
+                .unwrap()
+        })
+        .collect();
+    for a in &answers {
+        for f in forms(value) {
+            assert!(
+                !contains(a, &f),
+                "an answer carries the value: {}",
+                String::from_utf8_lossy(a)
+            );
+        }
+    }
+    // The forged requests got one-line errors, the real ones answers: the
+    // agent served all of them (a hung agent answers nothing).
+    let text: Vec<String> = answers
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    assert!(text[0].contains("\"r\":\"hello\""), "{}", text[0]);
+    assert!(text[2].contains("does not open the vault"), "{}", text[2]);
+    assert!(text[4].contains("version 2 not supported"), "{}", text[4]);
+    assert!(text.iter().any(|t| t.contains("[hushfs:TOKEN]")), "{text:?}");
+    assert!(text.iter().any(|t| t.contains("app/TOKEN")), "{text:?}");
+
+    // 4. The agent's and the daemon's memory, environment and fds.
+    for pid in [agent, daemon] {
+        let p = &r["proc"][pid.to_string()];
+        for f in ["mem", "environ", "maps"] {
+            assert!(
+                p[f].as_str().unwrap().starts_with("denied"),
+                "/proc/{pid}/{f} readable: {p}"
+            );
+        }
+        let g = &r["getfd"][pid.to_string()];
+        assert!(
+            g.as_array().is_none_or(|fds| fds.is_empty()),
+            "pidfd_getfd took fds {g} from {pid}"
+        );
+    }
+
+    // 5. A command `run` starts has no ancestor that is the caller.
+    let mut c = h.hushfs(&[
+        "run",
+        "--mount",
+        m,
+        "--",
+        "sh",
+        "-c",
+        "p=$$; while [ \"$p\" -gt 1 ]; do echo $p; p=$(cut -d' ' -f4 /proc/$p/stat); done",
+    ]);
+    let ch = c.spawn().unwrap();
+    let caller = ch.id();
+    let o = ch.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let chain: Vec<u32> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert!(chain.len() >= 2, "{chain:?}");
+    assert!(
+        !chain.contains(&caller),
+        "the caller {caller} is an ancestor of the command: {chain:?}"
+    );
+    assert!(chain.contains(&agent), "{chain:?} does not descend from the agent {agent}");
+
+    // 6. `lock` makes the agent forget: the mount denies at once and
+    // status says locked.
+    h.ok(h.hushfs(&["lock"]));
+    let o = h
+        .hushfs(&["run", "--mount", m, "--no-redact", "--", "cat", &format!("{m}/TOKEN")])
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && !contains(&o.stdout, value));
+    let st: serde_json::Value = serde_json::from_slice(
+        &h.hushfs(&["status", "--json"]).output().unwrap().stdout,
+    )
+    .unwrap();
+    assert_eq!(st["unlocked"], false, "{st}");
+    assert_eq!(st["mounts"][0]["locked"], true, "{st}");
+}
+
+fn agent_pid(h: &Home) -> u32 {
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let run = format!("XDG_RUNTIME_DIR={}", h.path("run").display());
+        if cmd.ends_with(b"__agent\0") && contains(&env, run.as_bytes()) {
+            return pid;
+        }
+    }
+    panic!("no agent running for {}", h.home.display());
+}
+
+/// Unlock then a command with `--passphrase-fd` or `HUSHFS_KEYCHAIN=off`
+/// runs here, not in the agent; and outside the agent nothing is cached:
+/// a forged keyring variable gets no cache.
+#[test]
+fn outside_the_agent_nothing_is_cached() {
+    let h = Home::new();
+    std::fs::write(h.path("pass"), "custody passphrase 42\n").unwrap();
+    h.chown(&h.path("pass"));
+    h.with_pass(&INIT_FAST);
+    h.set("app/TOKEN", b"v-1234567890");
+    h.with_pass(&["unlock"]);
+    // Forged: claim to be a process of the agent's session.
+    let mut c = h.hushfs(&["ls"]);
+    c.env("HUSHFS_AGENT_KEYRING", "12345");
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("locked"));
+    // Through the agent: no prompt, names only.
+    let o = h.ok(h.hushfs(&["ls"]));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("app/TOKEN"));
+    let mut c = h.hushfs(&["ls"]);
+    c.env("HUSHFS_KEYCHAIN", "off");
+    assert_eq!(c.output().unwrap().status.code(), Some(1));
+    h.ok(h.hushfs(&["lock"]));
+    assert_eq!(h.hushfs(&["ls"]).output().unwrap().status.code(), Some(1));
+}
