@@ -375,3 +375,55 @@ fn outside_the_agent_nothing_is_cached() {
     h.ok(h.hushfs(&["lock"]));
     assert_eq!(h.hushfs(&["ls"]).output().unwrap().status.code(), Some(1));
 }
+
+/// A thousand idle connections and a client that sends a byte a second do
+/// not stop the agent from serving others: a command still runs through it
+/// (no passphrase at hand), and each flood connection got an answer or was
+/// closed, never left hanging.
+#[test]
+fn the_agent_survives_a_flood_and_a_slow_client() {
+    use std::io::{Read, Write};
+    let mut e = common::Env::new();
+    e.keychain = true;
+    e.set("app/K", b"flood-value-123456");
+    e.ok(&["unlock"]);
+    let sock = e.path("run/hushfs/agent.sock");
+    let mut flood: Vec<std::os::unix::net::UnixStream> = (0..1000)
+        .filter_map(|_| std::os::unix::net::UnixStream::connect(&sock).ok())
+        .collect();
+    assert!(flood.len() > 900, "only {} connections", flood.len());
+    let mut slow = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let slow_writer = std::thread::spawn(move || {
+        for b in br#"{"v":1,"op":"hel"#.iter() {
+            if slow.write_all(&[*b]).is_err() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        let mut answer = String::new();
+        let _ = slow.read_to_string(&mut answer);
+        answer
+    });
+    let t0 = std::time::Instant::now();
+    let o = e
+        .cmd(&["ls"])
+        .env_remove("HUSHFS_PASSPHRASE_FILE")
+        .output()
+        .unwrap();
+    let took = t0.elapsed();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("app/K"));
+    println!("ls through the agent during the flood: {took:?}");
+    assert!(took < std::time::Duration::from_secs(8), "{took:?}");
+    // The slow client is cut off at the request deadline with one line.
+    let answer = slow_writer.join().unwrap();
+    assert!(answer.contains("did not arrive in time"), "{answer}");
+    // Every flood connection was answered ("busy") or closed by the
+    // deadline: reading returns instead of blocking.
+    for c in flood.iter_mut().take(300) {
+        c.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let mut buf = Vec::new();
+        c.read_to_end(&mut buf).expect("a flood connection was left hanging");
+        assert!(!contains(&buf, b"flood-value"));
+    }
+}

@@ -58,6 +58,66 @@ fn systemd_unit_verifies_cleanly() {
     assert!(warnings.is_empty(), "{err}");
 }
 
+/// The agent's unit verifies, and the agent it starts is the one `unlock`
+/// hands the key to: commands then run without a passphrase.
+#[test]
+fn agent_unit_verifies_and_its_agent_serves_unlock() {
+    let mut e = Env::new();
+    e.keychain = true;
+    let home = e.path("home");
+    std::fs::create_dir_all(home.join(".cargo/bin")).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_hushfs"), home.join(".cargo/bin/hushfs"))
+        .unwrap();
+    let unit = root().join("mountscripts/hushfs-agent.service");
+    std::fs::create_dir_all(e.path("run")).unwrap();
+    let o = Command::new("systemd-analyze")
+        .args(["verify", "--user"])
+        .arg(&unit)
+        .env("HOME", &home)
+        .env("XDG_RUNTIME_DIR", e.path("run"))
+        .output()
+        .expect("systemd-analyze (package systemd) is installed by .ci/install-deps");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        !err.lines().any(|l| l.contains("hushfs-agent")),
+        "{err}"
+    );
+    // ExecStart=, as systemd would run it.
+    let text = std::fs::read_to_string(&unit).unwrap();
+    let exec = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap()
+        .replace("%h", home.to_str().unwrap());
+    let mut argv = exec.split_whitespace();
+    let mut agent = Command::new(argv.next().unwrap())
+        .args(argv)
+        .env("HOME", &home)
+        .env("XDG_RUNTIME_DIR", e.path("run"))
+        .env("XDG_STATE_HOME", e.path("state"))
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sock = e.path("run/hushfs/agent.sock");
+    assert!(
+        wait_until(Duration::from_secs(10), || sock.exists()),
+        "the agent did not listen"
+    );
+    e.ok(&["unlock"]);
+    e.set("app/K", b"from-the-agent");
+    // Without the passphrase file: only the agent can open the vault now.
+    let o = e.cmd(&["ls"]).env_remove("HUSHFS_PASSPHRASE_FILE").output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("app/K"));
+    // The agent the unit started is the one that holds it: stop it and the
+    // vault is locked again.
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let o = e.cmd(&["ls"]).env_remove("HUSHFS_PASSPHRASE_FILE").output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+}
+
 /// The unit's Exec*= command lines with %h, %t and %i expanded.
 fn unit_commands(home: &Path, runtime: &Path, instance: &str) -> Vec<(String, Vec<String>)> {
     let text = std::fs::read_to_string(root().join("mountscripts/hushfs@.service")).unwrap();

@@ -37,12 +37,25 @@ fn connect(path: &Path) -> Option<UnixStream> {
     genuine(&s).then_some(s)
 }
 
+/// What the agent answers when all its connection slots are taken.
+pub const BUSY: &str = "the agent is busy: try again";
+
 fn ask(path: &Path, req: &Request) -> Option<Response> {
-    let s = connect(path)?;
-    wire::send(&s, req, &[]).ok()?;
-    match Reader::default().recv::<Response>(&s, Some(Instant::now() + ANSWER)) {
-        Ok(Got::Msg(r, _)) => Some(r),
-        _ => None,
+    // A flood of idle connections holds the agent's slots for at most its
+    // request deadline: wait that out rather than give up.
+    let until = Instant::now() + ANSWER;
+    loop {
+        let s = connect(path)?;
+        // A full agent answers "busy" and closes before reading: the send
+        // may fail, the answer is still there to read.
+        let sent = wire::send(&s, req, &[]);
+        match Reader::default().recv::<Response>(&s, Some(Instant::now() + ANSWER)) {
+            Ok(Got::Msg(Response::Err { error }, _)) if error == BUSY && Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(Got::Msg(r, _)) if sent.is_ok() => return Some(r),
+            _ => return None,
+        }
     }
 }
 
@@ -88,6 +101,29 @@ pub fn adopt_session() {
         && Some(keyring) == mine
     {
         crate::sys::keyring::set_trusted(keyring);
+        take_given_key();
+    }
+}
+
+/// The key a client handed over for this one command (fd named by
+/// `HUSHFS_GIVEN_KEY_FD`): read now and the fd closed, so nothing this
+/// command starts inherits it.
+fn take_given_key() {
+    let Some(fd) = std::env::var_os(super::server::KEY_FD_ENV)
+        .and_then(|v| v.to_str().and_then(|s| s.parse::<i32>().ok()))
+    else {
+        return;
+    };
+    // SAFETY: F_GETFD only checks that the fd is open.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return;
+    }
+    // SAFETY: the agent put this pipe at `fd` for us to consume; we are its
+    // only owner and close it after reading.
+    let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let mut k = zeroize::Zeroizing::new([0u8; 32]);
+    if std::io::Read::read_exact(&mut f, &mut k[..]).is_ok() {
+        crate::vault::unlock::set_given_key(Key32::from_bytes(*k));
     }
 }
 
@@ -206,10 +242,9 @@ pub fn store(vault: &Path, key: &Key32, ttl: Duration) -> Result<()> {
 }
 
 /// Runs `hushfs ARGS` in the agent with our stdin, stdout and stderr, and
-/// returns its exit code. Signals sent to us go on to it.
-pub fn forward(args: &[OsString]) -> Result<i32> {
-    let s = connect(&super::socket_path())
-        .ok_or_else(|| Error::Other("the agent went away: run the command again".into()))?;
+/// returns its exit code. Signals sent to us go on to it. `key`, if given,
+/// is handed to that command alone (through a pipe), not cached.
+pub fn forward(args: &[OsString], key: Option<&Key32>) -> Result<i32> {
     let cwd = std::env::current_dir()
         .map_err(|e| Error::Other(format!("cannot read the current directory: {e}")))?;
     // SAFETY: umask only swaps the process mask; set it straight back.
@@ -228,17 +263,36 @@ pub fn forward(args: &[OsString]) -> Result<i32> {
     };
     let mut signals = signal_hook::iterator::Signals::new(FORWARD)
         .map_err(|e| Error::Other(format!("cannot handle signals: {e}")))?;
-    wire::send(&s, &req, &[0, 1, 2])
-        .map_err(|e| Error::Other(format!("cannot reach the agent: {e}")))?;
-    drop(req);
-    let mut reader = Reader::default();
-    match reader.recv::<Response>(&s, Some(Instant::now() + ANSWER)) {
-        Ok(Got::Msg(Response::Started { .. }, _)) => {}
-        Ok(Got::Msg(Response::Err { error }, _)) => {
-            return Err(Error::Other(format!("the agent cannot run it: {error}")));
+    let until = Instant::now() + ANSWER;
+    let (s, mut reader) = loop {
+        let s = connect(&super::socket_path())
+            .ok_or_else(|| Error::Other("the agent went away: run the command again".into()))?;
+        let pipe = match key {
+            Some(k) => Some(key_pipe(k)?),
+            None => None,
+        };
+        let mut fds = vec![0, 1, 2];
+        fds.extend(pipe.as_ref().map(|p| p.as_raw_fd()));
+        let sent = wire::send(&s, &req, &fds);
+        drop(pipe);
+        let mut reader = Reader::default();
+        match reader.recv::<Response>(&s, Some(Instant::now() + ANSWER)) {
+            Ok(Got::Msg(Response::Started { .. }, _)) if sent.is_ok() => break (s, reader),
+            Ok(Got::Msg(Response::Err { error }, _)) if error == BUSY && Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(Got::Msg(Response::Err { error }, _)) => {
+                return Err(Error::Other(format!("the agent cannot run it: {error}")));
+            }
+            _ => {
+                return Err(Error::Other(match sent {
+                    Err(e) => format!("cannot reach the agent: {e}"),
+                    Ok(()) => "the agent did not start the command".into(),
+                }));
+            }
         }
-        _ => return Err(Error::Other("the agent did not start the command".into())),
-    }
+    };
+    drop(req);
     let handle = signals.handle();
     let out = s
         .try_clone()
@@ -262,6 +316,15 @@ pub fn forward(args: &[OsString]) -> Result<i32> {
             "lost the agent while the command ran: its outcome is unknown".into(),
         )),
     }
+}
+
+/// A pipe's read end holding the key (32 bytes fit in any pipe buffer).
+fn key_pipe(k: &Key32) -> Result<std::os::fd::OwnedFd> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::Other(format!("cannot hand over the key: pipe: {e}")))?;
+    std::io::Write::write_all(&mut std::fs::File::from(w), k.expose())
+        .map_err(|e| Error::Other(format!("cannot hand over the key: {e}")))?;
+    Ok(r)
 }
 
 /// Signals passed on to the command.

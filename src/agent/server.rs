@@ -29,7 +29,7 @@ use crate::vault::{Sealed, keychain};
 
 /// Most connections served at once; more are answered with an error and
 /// closed, so a flood cannot exhaust threads.
-const MAX_CONNS: usize = 128;
+const MAX_CONNS: usize = 256;
 /// A request (other than the signals that follow an `Exec`) must arrive
 /// whole within this time.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
@@ -52,11 +52,16 @@ const UNSAFE_ENV: [&str; 12] = [
     "RES_OPTIONS",
 ];
 
-/// Variables that are the agent's to set.
+/// Variables that are the agent's to set: its keyring's serial, and the fd
+/// of a key handed over for one command.
 pub const KEYRING_ENV: &str = "HUSHFS_AGENT_KEYRING";
+pub const KEY_FD_ENV: &str = "HUSHFS_GIVEN_KEY_FD";
+const GIVEN_KEY_FD: i32 = 3;
 
 pub fn is_unsafe_env(name: &[u8]) -> bool {
-    UNSAFE_ENV.iter().any(|p| name.starts_with(p.as_bytes())) || name == KEYRING_ENV.as_bytes()
+    UNSAFE_ENV.iter().any(|p| name.starts_with(p.as_bytes()))
+        || name == KEYRING_ENV.as_bytes()
+        || name == KEY_FD_ENV.as_bytes()
 }
 
 struct Agent {
@@ -110,7 +115,7 @@ pub fn serve(ready: Option<File>) -> Result<i32> {
         if agent.conns.fetch_add(1, Ordering::SeqCst) >= MAX_CONNS {
             agent.conns.fetch_sub(1, Ordering::SeqCst);
             let _ = s.set_write_timeout(Some(Duration::from_millis(100)));
-            let _ = wire::send(&s, &Response::err("the agent is busy: try again"), &[]);
+            let _ = wire::send(&s, &Response::err(super::client::BUSY), &[]);
             continue;
         }
         let a = agent.clone();
@@ -295,10 +300,13 @@ fn exec(
     umask: u32,
     fds: Vec<OwnedFd>,
 ) {
-    let Ok::<[OwnedFd; 3], _>([stdin, stdout, stderr]) = fds.try_into() else {
+    // stdin, stdout, stderr, and optionally a pipe with this command's key.
+    let mut fds = fds.into_iter();
+    let (Some(stdin), Some(stdout), Some(stderr)) = (fds.next(), fds.next(), fds.next()) else {
         let _ = wire::send(s, &Response::err("exec needs stdin, stdout and stderr"), &[]);
         return;
     };
+    let key_fd = fds.next();
     let mut c = Command::new(&a.exe);
     c.arg0("hushfs")
         .args(args.iter().map(|a| OsStr::from_bytes(a)))
@@ -314,10 +322,19 @@ fn exec(
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr));
     let mask = umask & 0o777;
-    // SAFETY: runs in the forked child before exec; umask and setsid are
-    // async-signal-safe.
+    let kfd = key_fd.as_ref().map(|f| f.as_raw_fd());
+    if kfd.is_some() {
+        c.env(KEY_FD_ENV, GIVEN_KEY_FD.to_string());
+    }
+    // SAFETY: runs in the forked child before exec; umask, dup2 and setsid
+    // are async-signal-safe.
     unsafe {
         c.pre_exec(move || {
+            if let Some(f) = kfd
+                && libc::dup2(f, GIVEN_KEY_FD) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
             libc::umask(mask);
             // Its own session: the agent's signals and ours stay apart.
             libc::setsid();
@@ -332,6 +349,7 @@ fn exec(
         }
     };
     drop(c);
+    drop(key_fd);
     let pid = child.id();
     let _ = wire::send(s, &Response::Started { pid }, &[]);
     // Our unreaped child: the pidfd is exact.

@@ -115,23 +115,32 @@ pub enum Command {
 enum Via {
     Unlocked,
     Reachable,
+    /// Starts a daemon: by the agent even while locked (the key, from the
+    /// passphrase, handed to that one command), so that every mount lives
+    /// in the agent's keyring session and `unlock` revives it after `lock`.
+    Daemon,
     Here,
 }
 
 fn via(c: &Command) -> Via {
     match c {
+        // Both keep the log keyed from the agent's copy of its state, which
+        // outlives the unlock.
+        Command::Lock
+        | Command::Audit(audit::AuditArgs {
+            command: audit::AuditCommand::Anchor,
+        }) => Via::Reachable,
         Command::Set(_)
         | Command::Ls(_)
         | Command::Rm(_)
         | Command::Import(_)
         | Command::Status(_)
-        | Command::Mount(_)
-        | Command::Run(_)
+        | Command::Run(run::RunArgs { mount: Some(_), .. })
         | Command::Scan(_)
         | Command::Source(_)
         | Command::Audit(_)
         | Command::Policy(policy::PolicyCmd::Show { .. }) => Via::Unlocked,
-        Command::Lock => Via::Reachable,
+        Command::Mount(_) | Command::Run(_) => Via::Daemon,
         _ => Via::Here,
     }
 }
@@ -146,12 +155,20 @@ fn through_agent(cli: &Cli, ctx: &Ctx, args: &[std::ffi::OsString]) -> Option<Re
     {
         return None;
     }
-    let go = match via(&cli.command) {
-        Via::Here => false,
-        Via::Reachable => crate::agent::client::hello(&crate::agent::socket_path()).is_some(),
-        Via::Unlocked => crate::agent::client::unlocked(&ctx.vault).is_some_and(|(u, _)| u),
-    };
-    go.then(|| crate::agent::client::forward(args))
+    let unlocked = || crate::agent::client::unlocked(&ctx.vault).is_some_and(|(u, _)| u);
+    match via(&cli.command) {
+        Via::Here => None,
+        Via::Reachable => crate::agent::client::hello(&crate::agent::socket_path())
+            .map(|_| crate::agent::client::forward(args, None)),
+        Via::Unlocked => unlocked().then(|| crate::agent::client::forward(args, None)),
+        Via::Daemon if unlocked() => Some(crate::agent::client::forward(args, None)),
+        Via::Daemon => Some((|| {
+            // Asked here, on the caller's terminal; used there, not cached.
+            let v = crate::vault::unlock::open(&ctx.vault, &ctx.keys)?;
+            crate::agent::client::ensure_running()?;
+            crate::agent::client::forward(args, Some(v.key()))
+        })()),
+    }
 }
 
 /// What every command needs: where the vault is and how to get its key.

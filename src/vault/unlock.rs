@@ -10,7 +10,7 @@ use std::path::Path;
 
 use super::{Sealed, Vault, keychain, store};
 use crate::error::{Error, Result};
-use crate::secret::{Passphrase, SecretBuf, SecretBytes};
+use crate::secret::{Key32, Passphrase, SecretBuf, SecretBytes};
 
 /// Largest passphrase read from an fd or file.
 const PASS_MAX: usize = 64 * 1024;
@@ -122,9 +122,23 @@ pub fn new_passphrase(opts: &KeyOpts, fallback_current: bool) -> Result<Passphra
     Ok(p)
 }
 
+/// A key handed to this process for this one command (by the client that
+/// asked the agent to run it; never cached).
+static GIVEN: std::sync::OnceLock<Key32> = std::sync::OnceLock::new();
+
+/// Records the key the agent passed on for this command.
+pub fn set_given_key(k: Key32) {
+    let _ = GIVEN.set(k);
+}
+
 /// Opens the vault with the cached key or a passphrase.
 pub fn open(path: &Path, opts: &KeyOpts) -> Result<Vault> {
     let sealed = Sealed::read(path)?;
+    if let Some(k) = GIVEN.get()
+        && let Ok(secrets) = sealed.open(k)
+    {
+        return Ok(Vault::from_parts(sealed, k.clone(), secrets));
+    }
     let id = sealed.header().id_hex();
     if opts.passphrase_fd.is_none()
         && let Some(key) = keychain::load(&id)

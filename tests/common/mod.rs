@@ -233,8 +233,8 @@ pub fn exists(p: &Path) -> bool {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        // Leave nothing cached in the kernel keyring after a test: neither
-        // the data key nor the audit log's evolving key.
+        // Leave nothing cached after a test: the agent forgets the key (and
+        // ends when the temporary runtime directory goes).
         if self.keychain && self.vault.exists() {
             let _ = self.cmd(&["lock"]).output();
             if let Ok(s) = hushfs::vault::Sealed::read(&self.vault) {
