@@ -26,7 +26,13 @@ fn user() -> (u32, u32) {
         let exists = Command::new("id").arg(USER).output().unwrap();
         if !exists.status.success() {
             let o = Command::new("useradd")
-                .args(["--no-create-home", "--shell", "/bin/sh", "--user-group", USER])
+                .args([
+                    "--no-create-home",
+                    "--shell",
+                    "/bin/sh",
+                    "--user-group",
+                    USER,
+                ])
                 .output()
                 .expect("useradd (package passwd) is needed to create the test user");
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -179,7 +185,15 @@ fn a_same_uid_process_gets_no_key_and_no_value() {
     assert!(is_mounted(&mnt));
 
     // The unlock works without a prompt: an authorized read gets the value.
-    let o = h.ok(h.hushfs(&["run", "--mount", m, "--no-redact", "--", "cat", &format!("{m}/TOKEN")]));
+    let o = h.ok(h.hushfs(&[
+        "run",
+        "--mount",
+        m,
+        "--no-redact",
+        "--",
+        "cat",
+        &format!("{m}/TOKEN"),
+    ]));
     assert_eq!(o.stdout, value);
 
     let st: serde_json::Value =
@@ -198,7 +212,12 @@ fn a_same_uid_process_gets_no_key_and_no_value() {
     let report = h.ok(h.cmd(
         python,
         &[
-            common::mount::helper().parent().unwrap().join("attacker.py").to_str().unwrap(),
+            common::mount::helper()
+                .parent()
+                .unwrap()
+                .join("attacker.py")
+                .to_str()
+                .unwrap(),
             h.path("run/hushfs/agent.sock").to_str().unwrap(),
             control.to_str().unwrap(),
             m,
@@ -269,7 +288,10 @@ fn a_same_uid_process_gets_no_key_and_no_value() {
     assert!(text[0].contains("\"r\":\"hello\""), "{}", text[0]);
     assert!(text[2].contains("does not open the vault"), "{}", text[2]);
     assert!(text[4].contains("version 2 not supported"), "{}", text[4]);
-    assert!(text.iter().any(|t| t.contains("[hushfs:TOKEN]")), "{text:?}");
+    assert!(
+        text.iter().any(|t| t.contains("[hushfs:TOKEN]")),
+        "{text:?}"
+    );
     assert!(text.iter().any(|t| t.contains("app/TOKEN")), "{text:?}");
 
     // 4. The agent's and the daemon's memory, environment and fds.
@@ -312,20 +334,29 @@ fn a_same_uid_process_gets_no_key_and_no_value() {
         !chain.contains(&caller),
         "the caller {caller} is an ancestor of the command: {chain:?}"
     );
-    assert!(chain.contains(&agent), "{chain:?} does not descend from the agent {agent}");
+    assert!(
+        chain.contains(&agent),
+        "{chain:?} does not descend from the agent {agent}"
+    );
 
     // 6. `lock` makes the agent forget: the mount denies at once and
     // status says locked.
     h.ok(h.hushfs(&["lock"]));
     let o = h
-        .hushfs(&["run", "--mount", m, "--no-redact", "--", "cat", &format!("{m}/TOKEN")])
+        .hushfs(&[
+            "run",
+            "--mount",
+            m,
+            "--no-redact",
+            "--",
+            "cat",
+            &format!("{m}/TOKEN"),
+        ])
         .output()
         .unwrap();
     assert!(!o.status.success() && !contains(&o.stdout, value));
-    let st: serde_json::Value = serde_json::from_slice(
-        &h.hushfs(&["status", "--json"]).output().unwrap().stdout,
-    )
-    .unwrap();
+    let st: serde_json::Value =
+        serde_json::from_slice(&h.hushfs(&["status", "--json"]).output().unwrap().stdout).unwrap();
     assert_eq!(st["unlocked"], false, "{st}");
     assert_eq!(st["mounts"][0]["locked"], true, "{st}");
 }
@@ -364,7 +395,12 @@ fn outside_the_agent_nothing_is_cached() {
     let mut c = h.hushfs(&["ls"]);
     c.env("HUSHFS_AGENT_KEYRING", "12345");
     let o = c.output().unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("locked"));
     // Through the agent: no prompt, names only.
     let o = h.ok(h.hushfs(&["ls"]));
@@ -388,11 +424,12 @@ fn the_agent_survives_a_flood_and_a_slow_client() {
     e.set("app/K", b"flood-value-123456");
     e.ok(&["unlock"]);
     let sock = e.path("run/hushfs/agent.sock");
+    // The slow client first, so that it holds one of the agent's slots.
+    let mut slow = std::os::unix::net::UnixStream::connect(&sock).unwrap();
     let mut flood: Vec<std::os::unix::net::UnixStream> = (0..1000)
         .filter_map(|_| std::os::unix::net::UnixStream::connect(&sock).ok())
         .collect();
     assert!(flood.len() > 900, "only {} connections", flood.len());
-    let mut slow = std::os::unix::net::UnixStream::connect(&sock).unwrap();
     let slow_writer = std::thread::spawn(move || {
         for b in br#"{"v":1,"op":"hel"#.iter() {
             if slow.write_all(&[*b]).is_err() {
@@ -421,9 +458,156 @@ fn the_agent_survives_a_flood_and_a_slow_client() {
     // Every flood connection was answered ("busy") or closed by the
     // deadline: reading returns instead of blocking.
     for c in flood.iter_mut().take(300) {
-        c.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
         let mut buf = Vec::new();
-        c.read_to_end(&mut buf).expect("a flood connection was left hanging");
+        c.read_to_end(&mut buf)
+            .expect("a flood connection was left hanging");
         assert!(!contains(&buf, b"flood-value"));
     }
+}
+
+fn set_size(fd: &std::os::fd::OwnedFd, rows: u16, cols: u16) {
+    use std::os::fd::AsRawFd;
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads the winsize struct we pass.
+    assert_eq!(
+        unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
+        0
+    );
+}
+
+/// Through the agent, a terminal works as before: the command gets a pty of
+/// the terminal's size that follows resizes, reads typed keys, and ^C
+/// interrupts it; the exit status comes back.
+#[test]
+fn through_the_agent_a_terminal_works_as_before() {
+    use std::time::Duration;
+    let mut e = common::Env::new();
+    e.keychain = true;
+    e.set("app/TOKEN", b"terminal-value-0123456789");
+    e.ok(&["unlock"]);
+    let on_terminal = |script: &str| {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        set_size(&pty.master, 33, 101);
+        let slave = || Stdio::from(pty.slave.try_clone().unwrap());
+        let child = e
+            .cmd(&["run", "-p", "app", "--", "sh", "-c", script])
+            // Only the agent can open the vault.
+            .env_remove("HUSHFS_PASSPHRASE_FILE")
+            .stdin(slave())
+            .stdout(slave())
+            .stderr(slave())
+            .spawn()
+            .unwrap();
+        drop(pty.slave);
+        let (seen, reader) = common::pty::collect(&pty.master);
+        (child, pty.master, seen, reader)
+    };
+    let wait_for = |seen: &std::sync::Mutex<Vec<u8>>, what: &str| {
+        common::pty::wait_for(seen, what, Duration::from_secs(10))
+    };
+    let guards = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/guards.py");
+    let (mut child, master, seen, reader) = on_terminal(&format!(
+        "test -t 0 && echo stdin-tty; printf 'name? '; read name; echo \"hi $name $(cat \"$HUSHFS_DIR/TOKEN\")\"; exec python3 '{}' tty \"$HUSHFS_DIR/TOKEN\"",
+        guards.display()
+    ));
+    wait_for(&seen, "name? ");
+    let mut m = std::fs::File::from(master.try_clone().unwrap());
+    std::io::Write::write_all(&mut m, b"alice\r").unwrap();
+    wait_for(&seen, "hi alice [hushfs:TOKEN]");
+    wait_for(&seen, "ready");
+    set_size(&master, 44, 120);
+    // What a terminal does on a resize: SIGWINCH to its foreground group,
+    // which is the client; the agent's command gets it from there.
+    // SAFETY: kill sends a signal to our child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGWINCH) };
+    wait_for(&seen, "done");
+    assert!(child.wait().unwrap().success());
+    reader.join().unwrap();
+    let s = String::from_utf8_lossy(&seen.lock().unwrap()).replace("\r\n", "\n");
+    assert!(s.contains("stdin-tty"), "{s}");
+    assert!(s.contains("size 33 101\n"), "{s}");
+    assert!(s.contains("winch 44 120\n"), "{s}");
+    assert!(!s.contains("terminal-value"), "{s}");
+
+    // ^C on the terminal interrupts the command; its status comes back.
+    let (mut child, master, seen, _reader) = on_terminal("echo ready; exec sleep 30");
+    wait_for(&seen, "ready");
+    let mut m = std::fs::File::from(master);
+    std::io::Write::write_all(&mut m, b"\x03").unwrap();
+    let t0 = std::time::Instant::now();
+    let status = child.wait().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130), "killed by SIGINT");
+}
+
+/// Signals sent to the client reach the command the agent runs, and a
+/// client killed outright hangs up on it: nothing keeps running unseen.
+#[test]
+fn through_the_agent_signals_reach_the_command() {
+    use std::time::{Duration, Instant};
+    let mut e = common::Env::new();
+    e.keychain = true;
+    e.set("app/TOKEN", b"signal-value-0123456789");
+    e.ok(&["unlock"]);
+    let marker = e.path("pid");
+    let start = |e: &common::Env| {
+        let _ = std::fs::remove_file(&marker);
+        let ch = e
+            .cmd(&[
+                "run",
+                "-p",
+                "app",
+                "--",
+                "sh",
+                "-c",
+                &format!("echo $$ > '{}'; exec sleep 30", marker.display()),
+            ])
+            .env_remove("HUSHFS_PASSPHRASE_FILE")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while std::fs::read_to_string(&marker).map_or(true, |s| !s.ends_with('\n')) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the command did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let pid: i32 = std::fs::read_to_string(&marker)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        (ch, pid)
+    };
+    let gone = |pid: i32| {
+        let t0 = Instant::now();
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        while unsafe { libc::kill(pid, 0) } == 0 {
+            if t0.elapsed() > Duration::from_secs(10) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    };
+    let (mut ch, pid) = start(&e);
+    // SAFETY: kill sends a signal to our child process.
+    unsafe { libc::kill(ch.id() as i32, libc::SIGTERM) };
+    assert_eq!(ch.wait().unwrap().code(), Some(128 + libc::SIGTERM));
+    assert!(gone(pid), "the command outlived SIGTERM");
+
+    let (mut ch, pid) = start(&e);
+    ch.kill().unwrap();
+    ch.wait().unwrap();
+    assert!(gone(pid), "the command outlived its killed client");
 }

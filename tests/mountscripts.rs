@@ -79,10 +79,7 @@ fn agent_unit_verifies_and_its_agent_serves_unlock() {
         .expect("systemd-analyze (package systemd) is installed by .ci/install-deps");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
-    assert!(
-        !err.lines().any(|l| l.contains("hushfs-agent")),
-        "{err}"
-    );
+    assert!(!err.lines().any(|l| l.contains("hushfs-agent")), "{err}");
     // ExecStart=, as systemd would run it.
     let text = std::fs::read_to_string(&unit).unwrap();
     let exec = text
@@ -91,8 +88,11 @@ fn agent_unit_verifies_and_its_agent_serves_unlock() {
         .unwrap()
         .replace("%h", home.to_str().unwrap());
     let mut argv = exec.split_whitespace();
+    // systemd starts a unit with a clean environment (cargo's test runner
+    // sets LD_LIBRARY_PATH, which the agent refuses to start with).
     let mut agent = Command::new(argv.next().unwrap())
         .args(argv)
+        .env_clear()
         .env("HOME", &home)
         .env("XDG_RUNTIME_DIR", e.path("run"))
         .env("XDG_STATE_HOME", e.path("state"))
@@ -107,14 +107,22 @@ fn agent_unit_verifies_and_its_agent_serves_unlock() {
     e.ok(&["unlock"]);
     e.set("app/K", b"from-the-agent");
     // Without the passphrase file: only the agent can open the vault now.
-    let o = e.cmd(&["ls"]).env_remove("HUSHFS_PASSPHRASE_FILE").output().unwrap();
+    let o = e
+        .cmd(&["ls"])
+        .env_remove("HUSHFS_PASSPHRASE_FILE")
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("app/K"));
     // The agent the unit started is the one that holds it: stop it and the
     // vault is locked again.
     agent.kill().unwrap();
     agent.wait().unwrap();
-    let o = e.cmd(&["ls"]).env_remove("HUSHFS_PASSPHRASE_FILE").output().unwrap();
+    let o = e
+        .cmd(&["ls"])
+        .env_remove("HUSHFS_PASSPHRASE_FILE")
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(1));
 }
 

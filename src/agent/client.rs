@@ -109,9 +109,11 @@ pub fn adopt_session() {
 /// `HUSHFS_GIVEN_KEY_FD`): read now and the fd closed, so nothing this
 /// command starts inherits it.
 fn take_given_key() {
-    let Some(fd) = std::env::var_os(super::server::KEY_FD_ENV)
-        .and_then(|v| v.to_str().and_then(|s| s.parse::<i32>().ok()))
-    else {
+    let var = std::env::var_os(super::server::KEY_FD_ENV);
+    // Not for whatever this command starts (a daemon has its own fd 3).
+    // SAFETY: called from `cli::run` at start, before any thread exists.
+    unsafe { std::env::remove_var(super::server::KEY_FD_ENV) };
+    let Some(fd) = var.and_then(|v| v.to_str().and_then(|s| s.parse::<i32>().ok())) else {
         return;
     };
     // SAFETY: F_GETFD only checks that the fd is open.
@@ -165,9 +167,7 @@ pub fn ensure_running() -> Result<()> {
     // async-signal-safe.
     unsafe {
         c.pre_exec(move || {
-            if libc::dup2(rw, crate::daemon::spawn::READY_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            crate::sys::harden::inherit_as(rw, crate::daemon::spawn::READY_FD)?;
             libc::setsid();
             Ok(())
         });
@@ -215,8 +215,7 @@ fn keep_for_agent(k: &std::ffi::OsStr) -> bool {
 
 /// Hands the vault's key to the agent for `ttl`.
 pub fn store(vault: &Path, key: &Key32, ttl: Duration) -> Result<()> {
-    let vault = std::path::absolute(vault)
-        .map_err(|e| Error::io("cannot resolve", vault, e))?;
+    let vault = std::path::absolute(vault).map_err(|e| Error::io("cannot resolve", vault, e))?;
     let mut hex = String::with_capacity(64);
     for b in key.expose() {
         hex.push_str(&format!("{b:02x}"));

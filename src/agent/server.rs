@@ -192,7 +192,11 @@ fn handle(a: &Agent, s: UnixStream) {
             return;
         }
         Err(e) => {
-            let _ = wire::send(&s, &Response::err(format!("cannot identify peer: {e}")), &[]);
+            let _ = wire::send(
+                &s,
+                &Response::err(format!("cannot identify peer: {e}")),
+                &[],
+            );
             return;
         }
     }
@@ -210,7 +214,14 @@ fn handle(a: &Agent, s: UnixStream) {
             pid: std::process::id(),
             keyring: a.keyring,
         },
-        (Request::Store { vault, key, ttl_secs }, _) => store(&vault, key, ttl_secs),
+        (
+            Request::Store {
+                vault,
+                key,
+                ttl_secs,
+            },
+            _,
+        ) => store(&vault, key, ttl_secs),
         (Request::Unlocked { vault }, _) => unlocked(&vault),
         (
             Request::Exec {
@@ -303,7 +314,11 @@ fn exec(
     // stdin, stdout, stderr, and optionally a pipe with this command's key.
     let mut fds = fds.into_iter();
     let (Some(stdin), Some(stdout), Some(stderr)) = (fds.next(), fds.next(), fds.next()) else {
-        let _ = wire::send(s, &Response::err("exec needs stdin, stdout and stderr"), &[]);
+        let _ = wire::send(
+            s,
+            &Response::err("exec needs stdin, stdout and stderr"),
+            &[],
+        );
         return;
     };
     let key_fd = fds.next();
@@ -330,10 +345,8 @@ fn exec(
     // are async-signal-safe.
     unsafe {
         c.pre_exec(move || {
-            if let Some(f) = kfd
-                && libc::dup2(f, GIVEN_KEY_FD) < 0
-            {
-                return Err(std::io::Error::last_os_error());
+            if let Some(f) = kfd {
+                crate::sys::harden::inherit_as(f, GIVEN_KEY_FD)?;
             }
             libc::umask(mask);
             // Its own session: the agent's signals and ours stay apart.

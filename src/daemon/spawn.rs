@@ -100,12 +100,11 @@ pub fn spawn(s: &Spawn, key: &Key32) -> Result<u32> {
     let (kr, rw) = (key_r.as_raw_fd(), ready_w.as_raw_fd());
     let private = s.private;
     // SAFETY: the closure runs in the forked child before exec and only
-    // calls async-signal-safe functions (dup2, setsid).
+    // calls async-signal-safe functions (dup2, fcntl, setsid).
     unsafe {
         c.pre_exec(move || {
-            if libc::dup2(kr, KEY_FD) < 0 || libc::dup2(rw, READY_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            crate::sys::harden::inherit_as(kr, KEY_FD)?;
+            crate::sys::harden::inherit_as(rw, READY_FD)?;
             // A mount outlives the terminal; a private one stays in run's
             // session but still ignores its terminal's ^C (run handles it).
             if !private {

@@ -82,3 +82,24 @@ pub fn one_malloc_arena() {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
+
+/// For `pre_exec`: puts `src` at `dst` for the program about to be
+/// executed. `dup2` onto itself is a no-op that keeps close-on-exec (the
+/// fd would vanish at exec), so then only that flag is cleared.
+/// Async-signal-safe.
+pub fn inherit_as(src: i32, dst: i32) -> io::Result<()> {
+    // SAFETY: fcntl and dup2 on descriptors the caller owns; no memory is
+    // passed to the kernel.
+    let r = unsafe {
+        if src == dst {
+            libc::fcntl(dst, libc::F_SETFD, 0)
+        } else {
+            libc::dup2(src, dst)
+        }
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
