@@ -133,8 +133,8 @@ fn chown_nobody(p: &Path) {
     .unwrap();
 }
 
-/// An ordinary user (nobody) with a vault holding app/TOKEN, and the mounts
-/// it made, unmounted on drop.
+/// An ordinary user (nobody) with an unlocked vault holding app/TOKEN, and
+/// the mounts it made, unmounted on drop (and the cached key removed).
 struct Nobody {
     tmp: tempfile::TempDir,
     home: PathBuf,
@@ -159,6 +159,9 @@ impl Nobody {
             mounts: Vec::new(),
         };
         n.ok(&INIT_FAST);
+        // The key in nobody's kernel keyring, as after `hushfs unlock`:
+        // `lock` then has a key to remove, as in the probe.
+        n.ok(&["unlock", "--ttl", "10m"]);
         let mut c = n.cmd(&["set", "app/TOKEN", "--raw"]);
         c.stdin(Stdio::piped());
         let mut ch = c.spawn().unwrap();
@@ -177,7 +180,6 @@ impl Nobody {
             .env("HOME", &self.home)
             .env("XDG_RUNTIME_DIR", self.home.join("run"))
             .env("HUSHFS_PASSPHRASE_FILE", self.home.join("pass"))
-            .env("HUSHFS_KEYCHAIN", "off")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -254,6 +256,7 @@ impl Nobody {
 
 impl Drop for Nobody {
     fn drop(&mut self) {
+        let _ = self.run(&["lock"]);
         for m in &self.mounts {
             let _ = self.run(&["umount", m.to_str().unwrap()]);
             if is_mounted(m) {
@@ -354,7 +357,8 @@ fn slow_idle_and_deaf_clients_delay_no_command() {
     println!("lock under attack: {took:?}");
     assert!(o.status.success(), "lock: {}", stderr(&o));
     assert!(
-        String::from_utf8_lossy(&o.stdout).contains("1 mount(s) dropped their values"),
+        String::from_utf8_lossy(&o.stdout)
+            .contains("locked: the cached key was removed; 1 mount(s) dropped their values"),
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );
@@ -451,6 +455,10 @@ fn lock_and_revoke_name_a_mount_that_does_not_answer() {
         .filter(|l| l.contains(stuck.to_str().unwrap()))
         .collect();
     assert_eq!(named.len(), 1, "one line names the stuck mount: {err}");
+    assert!(
+        err.contains("lock incomplete: the cached key was removed; 1 of 2 mount(s) confirmed"),
+        "{err}"
+    );
     assert!(named[0].contains("did not confirm the lock"), "{err}");
     assert!(
         !err.contains(&format!("{} ", good.display())),
