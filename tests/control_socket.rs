@@ -576,3 +576,33 @@ fn bad_requests_and_a_flood_get_one_line_and_a_close() {
     let (o, _) = cat(&nb, &m);
     assert_eq!(o.stdout, VALUE, "{}", stderr(&o));
 }
+
+#[test]
+fn allow_cgroup_root_warns_that_every_process_of_the_owner_reads() {
+    let mut nb = Nobody::new();
+    let m = nb.mount("mnt");
+    let d = m.to_str().unwrap();
+    let o = nb.run(&["allow", d, "--cgroup", "/"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--cgroup / is the root of the cgroup tree")
+            && err.contains("lets every process of yours read")
+            && err.contains(&format!("hushfs revoke {d} ")),
+        "{err}"
+    );
+    // And it is true: a process nobody started through hushfs reads.
+    let file = m.join("TOKEN");
+    let mut c = nb.as_nobody("cat");
+    c.arg(&file);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout, VALUE);
+    nb.ok(&["revoke", d, "--cgroup", "/"]);
+    let o = c.output().unwrap();
+    assert!(
+        !o.status.success() && o.stdout.is_empty(),
+        "read after revoke"
+    );
+}
