@@ -494,3 +494,72 @@ fn dispatch<'s, H>(
         log::warn!("control: cannot start a thread for a request: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server whose handler takes 3 s over a reload and answers
+    /// everything else at once, on a socket in a fresh directory.
+    fn server() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s.sock");
+        let l = UnixListener::bind(&sock).unwrap();
+        std::thread::spawn(move || {
+            serve(l, |_, req, _| {
+                if req == Request::Reload {
+                    std::thread::sleep(Duration::from_secs(3));
+                }
+                Response::ok()
+            })
+        });
+        (dir, sock)
+    }
+
+    #[test]
+    fn a_slow_answer_delays_no_other() {
+        let (_d, sock) = server();
+        let slow = {
+            let sock = sock.clone();
+            std::thread::spawn(move || call(&sock, &Request::Reload, None).unwrap().ok)
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let t = Instant::now();
+        assert!(call(&sock, &Request::Lock, None).unwrap().ok);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert!(slow.join().unwrap());
+    }
+
+    #[test]
+    fn a_silent_connection_is_answered_at_the_deadline() {
+        let (_d, sock) = server();
+        let s = UnixStream::connect(&sock).unwrap();
+        let t = Instant::now();
+        let mut line = Vec::new();
+        let mut fds = Vec::new();
+        while !complete(&mut line) {
+            if recv_some(&s, &mut line, &mut fds, MsgFlags::empty()).unwrap() == 0 {
+                break;
+            }
+        }
+        let took = t.elapsed();
+        assert!(
+            took >= REQUEST_DEADLINE - Duration::from_millis(100) && took < REQUEST_DEADLINE * 3,
+            "{took:?}"
+        );
+        let r: Envelope<Response> = serde_json::from_slice(&line).unwrap();
+        assert!(!r.body.ok);
+        assert!(r.body.error.unwrap().contains("not complete within 2 s"));
+    }
+
+    #[test]
+    fn a_dead_socket_is_not_listening() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s.sock");
+        assert!(!listening(&sock));
+        drop(UnixListener::bind(&sock).unwrap());
+        assert!(!listening(&sock), "a socket file nobody listens on");
+        let (_d, live) = server();
+        assert!(listening(&live));
+    }
+}
