@@ -63,6 +63,10 @@ pub fn allow(_ctx: &Ctx, a: AllowArgs) -> Result<i32> {
     }
     let e = registry::require(&a.dir)?;
     let ttl_secs = a.ttl.map(|t| t.as_secs().max(1));
+    let whole_tree = a
+        .cgroup
+        .as_deref()
+        .is_some_and(|c| c.trim_matches('/').is_empty());
     let req = match (a.pid, a.cgroup) {
         (Some(pid), None) => Request::GrantPid { pid, ttl_secs },
         (None, Some(path)) => Request::GrantCgroup {
@@ -81,6 +85,19 @@ pub fn allow(_ctx: &Ctx, a: AllowArgs) -> Result<i32> {
     }
     let id = r.grant.unwrap_or_default();
     let st = control::call(&e.socket, &Request::Status, None)?.status;
+    if whole_tree {
+        // Every process is somewhere below the root group.
+        let others = if st.as_ref().is_some_and(|s| s.allow_other) {
+            ", and on this --allow-other mount every process of every other user too"
+        } else {
+            ""
+        };
+        eprintln!(
+            "hushfs: warning: --cgroup / is the root of the cgroup tree: grant {id} lets every process of yours read {}{others}; revoke it with `hushfs revoke {} {id}`",
+            e.mountpoint.display(),
+            e.mountpoint.display()
+        );
+    }
     let what = st
         .and_then(|s| s.grants.into_iter().find(|g| g.id == id))
         .map(|g| g.matches)
@@ -100,7 +117,17 @@ pub fn revoke(_ctx: &Ctx, a: RevokeArgs) -> Result<i32> {
             "which grant? give ids (see `hushfs status`), --pid PID, --cgroup PATH or --all",
         ));
     }
-    let grants = control::call(&e.socket, &Request::Status, None)?
+    let mp = e.mountpoint.display().to_string();
+    // A daemon that does not answer may still honour every grant: say so,
+    // with the denied exit code, never "revoked".
+    let unreachable = |why: Error| {
+        Error::Denied(format!(
+            "{mp} did not answer, so its grants may still stand: {why}; stop it with `hushfs umount {mp}` or `kill {}`",
+            e.pid
+        ))
+    };
+    let grants = control::call(&e.socket, &Request::Status, None)
+        .map_err(unreachable)?
         .status
         .map(|s| s.grants)
         .unwrap_or_default();
@@ -122,8 +149,7 @@ pub fn revoke(_ctx: &Ctx, a: RevokeArgs) -> Result<i32> {
         .collect();
     if chosen.is_empty() || !missing.is_empty() {
         return Err(Error::NotFound(format!(
-            "no such grant on {}{}: `hushfs status` lists them",
-            e.mountpoint.display(),
+            "no such grant on {mp}{}: `hushfs status` lists them",
             if missing.is_empty() {
                 String::new()
             } else {
@@ -132,12 +158,37 @@ pub fn revoke(_ctx: &Ctx, a: RevokeArgs) -> Result<i32> {
         )));
     }
     let mut s = String::new();
+    let mut failed = 0;
     for id in chosen {
-        let r = control::call(&e.socket, &Request::Revoke { grant: id }, None)?;
-        if r.ok {
-            s.push_str(&format!("revoked grant {id}\n"));
+        match control::call(&e.socket, &Request::Revoke { grant: id }, None) {
+            Ok(r) if r.ok => s.push_str(&format!("revoked grant {id}\n")),
+            answer => {
+                // A grant whose root exited meanwhile is gone all the same;
+                // anything else may still stand.
+                let gone = control::call(&e.socket, &Request::Status, None)
+                    .ok()
+                    .and_then(|r| r.status)
+                    .is_some_and(|st| st.grants.iter().all(|g| g.id != id));
+                if gone {
+                    s.push_str(&format!("grant {id} had already ended\n"));
+                    continue;
+                }
+                failed += 1;
+                let why = match answer {
+                    Ok(r) => r.error.unwrap_or_else(|| "refused".into()),
+                    Err(e) => e.to_string(),
+                };
+                eprintln!(
+                    "hushfs: {mp}: grant {id} may still stand: {why}; stop the mount with `hushfs umount {mp}` or `kill {}`",
+                    e.pid
+                );
+            }
         }
     }
     out(&s)?;
-    Ok(0)
+    Ok(if failed > 0 {
+        crate::error::exit::DENIED
+    } else {
+        0
+    })
 }

@@ -247,3 +247,32 @@ pub fn notify_mounts(vault: &Path, req: &Request) -> usize {
         .filter(|e| daemon::control::call(&e.socket, req, None).is_ok())
         .count()
 }
+
+/// Sends `req` to every live mount of `vault` at once (a stuck one delays
+/// the others by nothing) and returns each mount with its confirmation, or
+/// why there was none: no answer, or a refusal.
+pub fn tell_mounts(vault: &Path, req: &Request) -> Vec<(registry::Entry, Result<(), String>)> {
+    let mounts: Vec<registry::Entry> = registry::list()
+        .into_iter()
+        .filter(|e| e.vault == vault)
+        .collect();
+    std::thread::scope(|sc| {
+        let asked: Vec<_> = mounts
+            .iter()
+            .map(|e| sc.spawn(move || daemon::control::call(&e.socket, req, None)))
+            .collect();
+        mounts
+            .iter()
+            .zip(asked)
+            .map(|(e, h)| {
+                let r = match h.join() {
+                    Ok(Ok(r)) if r.ok => Ok(()),
+                    Ok(Ok(r)) => Err(r.error.unwrap_or_else(|| "refused".into())),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("internal error".into()),
+                };
+                (e.clone(), r)
+            })
+            .collect()
+    })
+}

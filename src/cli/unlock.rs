@@ -60,15 +60,23 @@ pub fn lock(ctx: &Ctx) -> Result<i32> {
         &crate::audit::Options::default(),
     );
     drop(key);
-    let had = keychain::clear(&id)
-        .map_err(|why| Error::Other(format!("cannot reach the keychain: {why}")))?;
+    // The key leaves the keychain first, so that no mount can take it back
+    // from there once it has locked; an unreachable keychain does not stop
+    // the mounts from locking.
+    let had = if !keychain::available() {
+        // Outside the agent (none runs, or HUSHFS_KEYCHAIN=off) nothing is
+        // cached; the mounts still lock.
+        Ok(false)
+    } else {
+        keychain::clear(&id)
+    };
     let logged = rec.and_then(|mut w| {
         let mut ev = audit::event("lock");
         ev.reason = Some(
-            if had {
-                "cached key removed"
-            } else {
-                "was not unlocked"
+            match had {
+                Ok(true) => "cached key removed",
+                Ok(false) => "was not unlocked",
+                Err(_) => "keychain unreachable",
             }
             .into(),
         );
@@ -78,14 +86,45 @@ pub fn lock(ctx: &Ctx) -> Result<i32> {
         eprintln!("hushfs: warning: the lock is not in the audit log: {e}");
     }
     // Mounts drop their values now, not when the cache would have expired.
-    let mounts = super::mount::notify_mounts(&ctx.vault, &Request::Lock);
+    // Fail closed: success only when every mount of the vault confirmed.
+    let answers = super::mount::tell_mounts(&ctx.vault, &Request::Lock);
+    let total = answers.len();
+    let mut failed = 0;
+    for (e, r) in &answers {
+        if let Err(why) = r {
+            failed += 1;
+            eprintln!(
+                "hushfs: {} did not confirm the lock and may still serve: {why}; stop it with `hushfs umount {}` or `kill {}`",
+                e.mountpoint.display(),
+                e.mountpoint.display(),
+                e.pid
+            );
+        }
+    }
+    let had = had.map_err(|why| {
+        Error::Other(format!(
+            "cannot reach the keychain ({why}): the cached key may remain; `hushfs lock` again once it is reachable"
+        ))
+    })?;
+    if failed > 0 {
+        eprintln!(
+            "hushfs: lock incomplete: {}; {} of {total} mount(s) confirmed",
+            if had {
+                "the cached key was removed"
+            } else {
+                "no key was cached"
+            },
+            total - failed
+        );
+        return Ok(crate::error::exit::DENIED);
+    }
     let first = if had {
         "locked: the cached key was removed"
     } else {
         "already locked"
     };
-    let tail = if mounts > 0 {
-        format!("; {mounts} mount(s) dropped their values and refuse reads")
+    let tail = if total > 0 {
+        format!("; {total} mount(s) dropped their values and refuse reads")
     } else {
         String::new()
     };

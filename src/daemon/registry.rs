@@ -59,11 +59,12 @@ pub fn remove(mountpoint: &Path) {
     let _ = fs::remove_file(socket_path(mountpoint));
 }
 
-/// A daemon is alive when its control socket accepts a connection: a
+/// A daemon is alive when something listens on its control socket: a
 /// killed daemon leaves the socket file but nothing listens, and a zombie
-/// still has a /proc entry.
+/// still has a /proc entry. A daemon that accepts nothing (stopped, or its
+/// backlog full) is alive, so that `lock` names it instead of forgetting it.
 fn alive(e: &Entry) -> bool {
-    std::os::unix::net::UnixStream::connect(&e.socket).is_ok()
+    super::control::listening(&e.socket)
 }
 
 /// The entry for a mount directory, if its daemon is alive.
