@@ -213,6 +213,21 @@ fn keep_for_agent(k: &std::ffi::OsStr) -> bool {
         || [&b"HOME"[..], b"USER", b"LOGNAME", b"TMPDIR", b"RUST_LOG"].contains(&k)
 }
 
+/// Makes the running agent (if any) forget the vault's key. Returns whether
+/// an agent confirmed.
+pub fn forget(vault: &Path) -> bool {
+    let Some(vault) = std::path::absolute(vault)
+        .ok()
+        .and_then(|v| v.to_str().map(str::to_string))
+    else {
+        return false;
+    };
+    matches!(
+        ask(&super::socket_path(), &Request::Forget { vault }),
+        Some(Response::Ok)
+    )
+}
+
 /// Hands the vault's key to the agent for `ttl`.
 pub fn store(vault: &Path, key: &Key32, ttl: Duration) -> Result<()> {
     let vault = std::path::absolute(vault).map_err(|e| Error::io("cannot resolve", vault, e))?;

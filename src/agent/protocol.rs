@@ -26,6 +26,9 @@ pub enum Request {
     },
     /// Whether the vault at `vault` is unlocked here.
     Unlocked { vault: String },
+    /// Drop the cached key of the vault at `vault` (passwd, rekey). Only
+    /// takes away, so any client of the uid may ask.
+    Forget { vault: String },
     /// Run `hushfs ARGS` as a child of the agent with the three fds that
     /// come with the message as its stdin, stdout and stderr. Followed on
     /// the same connection by `Signal`s from the client.
@@ -47,6 +50,7 @@ impl std::fmt::Debug for Request {
             Request::Hello => "hello",
             Request::Store { .. } => "store",
             Request::Unlocked { .. } => "unlocked",
+            Request::Forget { .. } => "forget",
             Request::Exec { .. } => "exec",
             Request::Signal { .. } => "signal",
         };

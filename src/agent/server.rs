@@ -223,6 +223,13 @@ fn handle(a: &Agent, s: UnixStream) {
             _,
         ) => store(&vault, key, ttl_secs),
         (Request::Unlocked { vault }, _) => unlocked(&vault),
+        (Request::Forget { vault }, _) => match vault_id(&vault) {
+            Ok(id) => match keychain::clear(&id) {
+                Ok(_) => Response::Ok,
+                Err(why) => Response::err(format!("cannot forget the key: {why}")),
+            },
+            Err(e) => Response::err(e),
+        },
         (
             Request::Exec {
                 args,

@@ -102,13 +102,22 @@ impl Reader {
             }
             let mut cmsg = nix::cmsg_space!([RawFd; 4]);
             let mut iov = [IoSliceMut::new(&mut buf[..])];
-            let msg = recvmsg::<()>(
+            let msg = match recvmsg::<()>(
                 s.as_raw_fd(),
                 &mut iov,
                 Some(&mut cmsg),
                 MsgFlags::MSG_CMSG_CLOEXEC,
-            )
-            .map_err(io_err)?;
+            ) {
+                Ok(m) => m,
+                // SO_RCVTIMEO ran out.
+                Err(nix::Error::EAGAIN) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the message did not arrive in time",
+                    ));
+                }
+                Err(e) => return Err(io_err(e)),
+            };
             let n = msg.bytes;
             for c in msg.cmsgs().map_err(io_err)? {
                 if let ControlMessageOwned::ScmRights(r) = c {

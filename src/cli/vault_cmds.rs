@@ -114,9 +114,16 @@ pub fn passwd(ctx: &Ctx, a: PasswdArgs) -> Result<i32> {
     v.rewrap(&new, None)?;
     v.save()?;
     audit::record(&mut rec, audit::event("passwd"))?;
-    let _ = keychain::clear(&v.id_hex());
+    forget(ctx, &v.id_hex());
     super::out("passphrase changed; the cached unlock was cleared: run `hushfs unlock`\n")?;
     Ok(0)
+}
+
+/// The cached unlock goes: in this process's keychain if it has one, and
+/// in the agent (these commands run here, with the passphrase).
+fn forget(ctx: &Ctx, id: &str) {
+    let _ = keychain::clear(id);
+    crate::agent::client::forget(&ctx.vault);
 }
 
 pub fn rekey(ctx: &Ctx) -> Result<i32> {
@@ -141,7 +148,7 @@ pub fn rekey(ctx: &Ctx) -> Result<i32> {
         }
         return Err(e);
     }
-    let _ = keychain::clear(&v.id_hex());
+    forget(ctx, &v.id_hex());
     super::out("new data key; the vault was re-encrypted and the cached unlock cleared\n")?;
     Ok(0)
 }
