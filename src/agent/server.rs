@@ -375,45 +375,41 @@ fn exec(
     // Our unreaped child: the pidfd is exact.
     let pidfd = PidFd::open(pid).ok();
     let mut client = true;
-    loop {
-        if let Some(pf) = pidfd.as_ref() {
-            let mut p = [
-                libc::pollfd {
-                    fd: pf.as_fd().as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: if client { s.as_raw_fd() } else { -1 },
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            // SAFETY: two valid pollfds; poll only writes revents.
-            let n = unsafe { libc::poll(p.as_mut_ptr(), 2, -1) };
-            if n < 0 || p[0].revents != 0 {
-                break;
-            }
-            if p[1].revents == 0 {
-                continue;
-            }
-        } else {
+    // Without a pidfd (none left to open), `wait` below is all there is.
+    while let Some(pf) = pidfd.as_ref() {
+        let mut p = [
+            libc::pollfd {
+                fd: pf.as_fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: if client { s.as_raw_fd() } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds; poll only writes revents.
+        let n = unsafe { libc::poll(p.as_mut_ptr(), 2, -1) };
+        if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        if n < 0 || p[0].revents != 0 {
             break;
+        }
+        if p[1].revents == 0 {
+            continue;
         }
         match reader.recv::<Request>(s, Some(Instant::now() + REQUEST_DEADLINE)) {
             Ok(Got::Msg(Request::Signal { signal }, _)) if forwardable(signal) => {
-                if let Some(pf) = pidfd.as_ref() {
-                    let _ = pf.send_signal(signal);
-                }
+                let _ = pf.send_signal(signal);
             }
             Ok(Got::Msg(..)) => {}
             // The client is gone (killed, or its terminal closed): hang up
             // on the command as a terminal would.
             Ok(Got::Eof) | Err(_) => {
                 client = false;
-                if let Some(pf) = pidfd.as_ref() {
-                    let _ = pf.send_signal(libc::SIGHUP);
-                }
+                let _ = pf.send_signal(libc::SIGHUP);
             }
         }
     }
