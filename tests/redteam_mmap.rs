@@ -201,3 +201,58 @@ fn a_private_mapping_made_early_never_sees_the_value() {
         "the direct pread was recorded as allowed: {reads:?}"
     );
 }
+
+/// Issue 15, part 4, as docs/THREAT-MODEL.md and docs/AGENTS.md say it:
+/// without Yama a same-uid process may `pidfd_getfd` an authorized
+/// process's descriptor — reads through it are still decided for the thief
+/// and denied — and may read that process's memory, where the value it
+/// read lies. On a machine with Yama `ptrace_scope` >= 1 both are refused.
+#[test]
+fn a_stolen_descriptor_reads_nothing_but_memory_is_open_without_yama() {
+    let n = Nobody::new();
+    let h = helper();
+    let h = h.to_str().unwrap();
+    let info = n.home.join("info");
+    let stop = n.home.join("stop");
+    let m = n.mnt.to_str().unwrap().to_string();
+    let file = n.file();
+    let holder = n
+        .hushfs(&[
+            "run",
+            "--mount",
+            &m,
+            "--no-redact",
+            "--",
+            "python3",
+            h,
+            "holdfd",
+            &file,
+            info.to_str().unwrap(),
+            stop.to_str().unwrap(),
+        ])
+        .spawn()
+        .unwrap();
+    wait_for(&info);
+    let text = std::fs::read_to_string(&info).unwrap();
+    let (pid, fd) = text.split_once(' ').unwrap();
+    let thief = json(
+        &n.cmd(&["python3", h, "steal", pid, fd, &hex(VALUE)])
+            .output()
+            .unwrap(),
+    );
+    std::fs::write(&stop, "").unwrap();
+    let held = json(&holder.wait_with_output().unwrap());
+    assert_eq!(held["held"], VALUE.len(), "the holder read the value");
+    let yama = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "absent".into());
+    if yama == "absent" || yama == "0" {
+        assert_eq!(thief["getfd"]["ok"], "", "pidfd_getfd works: {thief}");
+        assert_eq!(thief["pread"]["err"], "EACCES", "{thief}");
+        assert_eq!(thief["mem"]["found"], true, "memory is readable: {thief}");
+    } else {
+        assert!(thief["getfd"]["err"].is_string(), "Yama {yama}: {thief}");
+        assert!(thief["mem"]["found"] != true, "Yama {yama}: {thief}");
+    }
+    assert!(!thief.to_string().contains(&hex(VALUE)[..16]), "{thief}");
+}

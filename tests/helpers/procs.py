@@ -279,6 +279,53 @@ def cmd_faultsend(path, sock, go):
     s.recv(16)
     out(res)
 
+def cmd_holdfd(path, info, stop):
+    """An authorized process that read a value and keeps its fd open."""
+    fd = os.open(path, os.O_RDONLY)
+    value = os.read(fd, 1 << 20)
+    with open(info + ".tmp", "w") as f:
+        f.write("%d %d" % (os.getpid(), fd))
+    os.rename(info + ".tmp", info)
+    for _ in range(3000):
+        if os.path.exists(stop):
+            break
+        time.sleep(0.01)
+    out({"held": len(value)})
+
+def cmd_steal(pid, fd, needle_hex):
+    """Same uid, no grant: take the fd with pidfd_getfd and read through
+    it; look for the value in the process's memory."""
+    pid, fd, needle = int(pid), int(fd), bytes.fromhex(needle_hex)
+    libc = ctypes.CDLL(None, use_errno=True)
+    SYS_pidfd_open, SYS_pidfd_getfd = 434, 438
+    res = {}
+    pidfd = libc.syscall(SYS_pidfd_open, pid, 0)
+    stolen = libc.syscall(SYS_pidfd_getfd, pidfd, fd, 0) if pidfd >= 0 else -1
+    if stolen < 0:
+        res["getfd"] = {"err": errno.errorcode.get(ctypes.get_errno(), "?")}
+    else:
+        res["getfd"] = {"ok": ""}
+        res["pread"] = result(lambda: os.pread(stolen, len(needle), 0))
+    found = False
+    try:
+        with open("/proc/%d/maps" % pid) as maps, open("/proc/%d/mem" % pid, "rb", 0) as mem:
+            for line in maps:
+                addr, perms = line.split()[:2]
+                if not perms.startswith("rw"):
+                    continue
+                lo, hi = (int(x, 16) for x in addr.split("-"))
+                try:
+                    mem.seek(lo)
+                    if needle in mem.read(hi - lo):
+                        found = True
+                        break
+                except OSError:
+                    pass
+        res["mem"] = {"found": found}
+    except OSError as e:
+        res["mem"] = {"err": errno.errorcode.get(e.errno, str(e.errno))}
+    out(res)
+
 def cmd_concurrent(path, n):
     n = int(n)
     procs = [subprocess.Popen([sys.executable, __file__, "read", path], stdout=subprocess.PIPE) for _ in range(n)]
