@@ -429,8 +429,11 @@ fn wrapped(blob: &[u8], width: usize, eol: &str) -> String {
     lines.join(eol) + eol
 }
 
+/// An encoder's name and what it writes for a value.
+type Encoder = (&'static str, Box<dyn Fn(&[u8]) -> String>);
+
 /// The percent-encodings the scanner claims, as their encoders write them.
-fn percent_encoders() -> Vec<(&'static str, Box<dyn Fn(&[u8]) -> String>)> {
+fn percent_encoders() -> Vec<Encoder> {
     use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
     const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
         .remove(b'-')
