@@ -1,11 +1,13 @@
 //! The thin fuser adapter: build a `Caller` from the request, call `fs`,
 //! map the error to an errno, reply. No decisions are made here.
 //!
-//! Two replies carry the security invariants of docs/SEMANTICS.md: every
-//! file open answers FOPEN_DIRECT_IO (never KEEP_CACHE), so the page cache
-//! never holds a secret and every read reaches `fs`; and `open`/`opendir`
-//! are implemented, because one ENOSYS would make the kernel stop sending
-//! opens for the whole connection.
+//! Three replies carry the security invariants of docs/SEMANTICS.md: every
+//! file open answers FOPEN_DIRECT_IO (never KEEP_CACHE), so every `read`
+//! reaches `fs`; every READ that would fill the page cache (no lock owner:
+//! a private-mapping fault, sendfile/splice, readahead) is refused, so the
+//! page cache never holds a secret; and `open`/`opendir` are implemented,
+//! because one ENOSYS would make the kernel stop sending opens for the
+//! whole connection.
 
 use std::ffi::OsStr;
 use std::path::Path;
