@@ -81,17 +81,11 @@ impl<'a> View<'a> {
     /// `before`: wrap characters just before `hay` (a stream's earlier
     /// output), up to `WRAP_MIN`.
     fn new(hay: &'a [u8], before: usize) -> View<'a> {
-        let mut skip: Vec<(usize, usize)> = Vec::new();
-        for nl in memchr::memchr_iter(b'\n', hay) {
-            let start = if nl > 0 && hay[nl - 1] == b'\r' {
-                nl - 1
-            } else {
-                nl
-            };
-            if run_at_end(&hay[..start], before) >= WRAP_MIN {
-                skip.push((start, nl + 1));
-            }
-        }
+        View::with(hay, skips(hay, before))
+    }
+
+    /// The view of `hay` without the breaks `skips(hay, ..)` found.
+    fn with(hay: &'a [u8], skip: Vec<(usize, usize)>) -> View<'a> {
         if skip.is_empty() {
             return View {
                 text: None,
@@ -142,6 +136,29 @@ impl<'a> View<'a> {
         }
     }
 }
+
+/// The line breaks of `hay` (after `before` wrap characters) that wrap a
+/// blob, as (start, end) ranges.
+fn skips(hay: &[u8], before: usize) -> Vec<(usize, usize)> {
+    let mut skip = Vec::new();
+    for nl in memchr::memchr_iter(b'\n', hay) {
+        let start = if nl > 0 && hay[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            nl
+        };
+        if run_at_end(&hay[..start], before) >= WRAP_MIN {
+            skip.push((start, nl + 1));
+        }
+    }
+    skip
+}
+
+/// Above this size an input with wrapping breaks is matched window by
+/// window, as a stream is, rather than copied whole without its breaks
+/// (a 100 MiB copy, and its wiping, halved the scanner's speed).
+const VIEW_WHOLE_MAX: usize = 1 << 20;
+const VIEW_WINDOW: usize = 64 * 1024;
 
 /// A CR at the end of `hay` after a long run may be the first half of a
 /// wrapping CR LF whose LF comes with the next chunk: liveness is judged
@@ -367,6 +384,27 @@ impl Matcher {
         self
     }
 
+    /// Hits of one pass over the whole view, and window by window.
+    #[cfg(test)]
+    pub(crate) fn find_all_both_ways(&self, hay: &[u8], window: usize) -> (Vec<Hit>, Vec<Hit>) {
+        let view = View::new(hay, 0);
+        let mut whole = Vec::new();
+        self.find_each_in(view.bytes(), |h| {
+            whole.push(Hit {
+                start: view.orig(h.start),
+                end: view.orig_end(h.end),
+                ..h
+            });
+            true
+        });
+        let mut windowed = Vec::new();
+        self.find_each_windowed(hay, 0, window, |h| {
+            windowed.push(h);
+            true
+        });
+        (whole, windowed)
+    }
+
     /// Whether candidates are found by the prefix DFA.
     #[cfg(test)]
     pub(crate) fn has_prefilter(&self) -> bool {
@@ -418,7 +456,11 @@ impl Matcher {
     /// `find_each` for text that follows `before` wrap characters (a
     /// stream's earlier output).
     fn find_each_after(&self, hay: &[u8], before: usize, mut f: impl FnMut(Hit) -> bool) {
-        let view = View::new(hay, before);
+        let skip = skips(hay, before);
+        if !skip.is_empty() && hay.len() > VIEW_WHOLE_MAX {
+            return self.find_each_windowed(hay, before, VIEW_WINDOW, f);
+        }
+        let view = View::with(hay, skip);
         self.find_each_in(view.bytes(), |h| {
             f(Hit {
                 start: view.orig(h.start),
@@ -426,6 +468,54 @@ impl Matcher {
                 ..h
             })
         })
+    }
+
+    /// `find_each_after` over a large input, a window at a time, by the
+    /// rule a stream follows (stream.rs): a hit that starts before the
+    /// window's live suffix is final, and the next window starts where
+    /// the last final hit (or the live suffix) does.
+    fn find_each_windowed(
+        &self,
+        hay: &[u8],
+        before: usize,
+        window: usize,
+        mut f: impl FnMut(Hit) -> bool,
+    ) {
+        // Longer than any live suffix (at most max_len - 1 view bytes,
+        // plus the breaks among them), so every window makes progress.
+        let size = window.max(4 * self.max_len);
+        let (mut start, mut run) = (0, before);
+        while start < hay.len() {
+            let end = (start + size).min(hay.len());
+            let w = &hay[start..end];
+            let hold = if end == hay.len() {
+                w.len()
+            } else {
+                self.live_suffix_start_after(w, run)
+            };
+            let mut done = 0;
+            let mut stop = false;
+            let view = View::new(w, run);
+            self.find_each_in(view.bytes(), |h| {
+                let (hs, he) = (view.orig(h.start), view.orig_end(h.end));
+                if hs >= hold {
+                    return false;
+                }
+                done = he;
+                stop = !f(Hit {
+                    start: hs + start,
+                    end: he + start,
+                    ..h
+                });
+                !stop
+            });
+            if stop {
+                return;
+            }
+            let done = done.max(hold);
+            run = run_at_end(&w[..done], run);
+            start += done;
+        }
     }
 
     /// The automaton's hits in `hay` as it is.
@@ -493,11 +583,17 @@ impl Matcher {
         if self.aut.is_none() {
             return hay.len();
         }
-        let view = View::new(without_cr(hay, before), before);
+        // Only the tail can be live: its view, with the run before it.
+        let body = without_cr(hay, before);
+        let mut cut = body.len().saturating_sub(2 * self.max_len + 2);
+        if cut > 0 && body[cut] == b'\n' && body[cut - 1] == b'\r' {
+            cut -= 1;
+        }
+        let view = View::new(&body[cut..], run_at_end(&body[..cut], before));
         let text = view.bytes();
         let from = text.len().saturating_sub(self.max_len.saturating_sub(1));
         let live = with_aut!(self, a => live_from(a, text, from)).unwrap_or(text.len());
-        view.orig(live)
+        cut + view.orig(live)
     }
 
     /// Replaces every hit with `[hushfs:LABEL]` (whole input at once).

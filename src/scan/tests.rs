@@ -649,3 +649,26 @@ proptest! {
         prop_assert!(c.live_suffix_start(&hay) <= m.live_suffix_start(&hay));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// A large input with wrapped blobs is matched window by window
+    /// (src/scan/mod.rs, VIEW_WHOLE_MAX): the same hits as one pass.
+    #[test]
+    fn windowed_matching_finds_what_one_pass_finds(
+        v in proptest::collection::vec(any::<u8>(), 6..60),
+        blobs in proptest::collection::vec((WRAP_MIN..80usize, any::<bool>(), 0usize..3), 1..6),
+        window in 1usize..600,
+    ) {
+        let m = Matcher::new([("V".to_string(), v.as_slice()), ("W".to_string(), &b"other-value-xyz"[..])]);
+        let mut hay = Vec::new();
+        for (width, crlf, noise) in blobs {
+            hay.extend_from_slice(&b"noise AAAAAAAAAAAAAAAAAAAAAA other-value-xyz\n"[..noise * 14]);
+            hay.extend_from_slice(wrapped(&v, width, if crlf { "\r\n" } else { "\n" }).as_bytes());
+            hay.extend_from_slice(&v);
+        }
+        let (whole, windowed) = m.find_all_both_ways(&hay, window);
+        prop_assert!(!whole.is_empty());
+        prop_assert_eq!(whole, windowed);
+    }
+}
