@@ -154,9 +154,9 @@ fn skips(hay: &[u8], before: usize) -> Vec<(usize, usize)> {
     skip
 }
 
-/// Above this size an input with wrapping breaks is matched window by
-/// window, as a stream is, rather than copied whole without its breaks
-/// (a 100 MiB copy, and its wiping, halved the scanner's speed).
+/// Above this size an input is matched window by window, as a stream is,
+/// so one with wrapping breaks is not copied whole without them (a 100 MiB
+/// copy, and its wiping, halved the scanner's speed).
 const VIEW_WHOLE_MAX: usize = 1 << 20;
 const VIEW_WINDOW: usize = 64 * 1024;
 
@@ -456,11 +456,10 @@ impl Matcher {
     /// `find_each` for text that follows `before` wrap characters (a
     /// stream's earlier output).
     fn find_each_after(&self, hay: &[u8], before: usize, mut f: impl FnMut(Hit) -> bool) {
-        let skip = skips(hay, before);
-        if !skip.is_empty() && hay.len() > VIEW_WHOLE_MAX {
+        if hay.len() > VIEW_WHOLE_MAX {
             return self.find_each_windowed(hay, before, VIEW_WINDOW, f);
         }
-        let view = View::with(hay, skip);
+        let view = View::new(hay, before);
         self.find_each_in(view.bytes(), |h| {
             f(Hit {
                 start: view.orig(h.start),
