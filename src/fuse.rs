@@ -1,11 +1,13 @@
 //! The thin fuser adapter: build a `Caller` from the request, call `fs`,
 //! map the error to an errno, reply. No decisions are made here.
 //!
-//! Two replies carry the security invariants of docs/SEMANTICS.md: every
-//! file open answers FOPEN_DIRECT_IO (never KEEP_CACHE), so the page cache
-//! never holds a secret and every read reaches `fs`; and `open`/`opendir`
-//! are implemented, because one ENOSYS would make the kernel stop sending
-//! opens for the whole connection.
+//! Three replies carry the security invariants of docs/SEMANTICS.md: every
+//! file open answers FOPEN_DIRECT_IO (never KEEP_CACHE), so every `read`
+//! reaches `fs`; every READ that would fill the page cache (no lock owner:
+//! a private-mapping fault, sendfile/splice, readahead) is refused, so the
+//! page cache never holds a secret; and `open`/`opendir` are implemented,
+//! because one ENOSYS would make the kernel stop sending opens for the
+//! whole connection.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -117,9 +119,16 @@ impl<P: ProcSource> Filesystem for Adapter<P> {
         offset: u64,
         size: u32,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        // Only page-cache fills (mmap faults, readahead) come without a
+        // lock owner; direct-io reads always carry one (fuse_direct_io in
+        // the kernel's fs/fuse/file.c). See `SecretFs::refuse_cache_fill`.
+        if lock_owner.is_none() {
+            reply.error(errno(self.0.refuse_cache_fill(&caller(req), ino.0, fh.0)));
+            return;
+        }
         match self.0.read(&caller(req), ino.0, fh.0, offset, size) {
             Ok(d) => reply.data(d.bytes()),
             Err(e) => reply.error(errno(e)),

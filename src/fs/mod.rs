@@ -101,6 +101,10 @@ impl Handle {
     }
 }
 
+/// Why a page-cache read is refused (the audit line's reason).
+pub const CACHE_FILL: &str =
+    "page-cache read (mmap or readahead): values never enter the page cache";
+
 /// Open flags that ask to modify (write access, truncate, append, create).
 const WRITE_FLAGS: i32 =
     libc::O_WRONLY | libc::O_RDWR | libc::O_TRUNC | libc::O_APPEND | libc::O_CREAT;
@@ -289,12 +293,30 @@ impl<P: ProcSource> SecretFs<P> {
         secrets: &[String],
         opener: Option<(u32, u64)>,
     ) -> Decision {
+        self.check_or_refuse(c, event, path, secrets, opener, None)
+    }
+
+    /// `check`, or with `refuse`, a denial for that reason whoever asks
+    /// (still recorded with the caller's identity).
+    fn check_or_refuse(
+        &self,
+        c: &Caller,
+        event: &str,
+        path: &str,
+        secrets: &[String],
+        opener: Option<(u32, u64)>,
+        refuse: Option<&'static str>,
+    ) -> Decision {
         let mut d = if self.locked.load(Ordering::Acquire) {
             Decision::deny("mount is locked (run `hushfs unlock`)")
         } else {
             self.authz.decide(c)
         };
         self.apply_policy(&mut d, path, secrets);
+        if let Some(why) = refuse {
+            d.allowed = false;
+            d.reason = why;
+        }
         let ev = Event {
             event: event.to_string(),
             decision: Some(if d.allowed { "allow" } else { "deny" }.to_string()),
@@ -402,6 +424,22 @@ impl<P: ProcSource> SecretFs<P> {
             start,
             end,
         })
+    }
+
+    /// A read that would fill the page cache: the kernel sends one for a
+    /// `MAP_PRIVATE` fault, `readahead(2)`, `fadvise(WILLNEED)` or
+    /// `madvise(WILLNEED)`, and it is the only kind of read that comes
+    /// without a lock owner (direct-io reads, i.e. `read`, `pread`,
+    /// `sendfile`, `splice`, always carry one). A page it filled would be
+    /// served to every process that maps the file, with no read reaching
+    /// us, so it is refused for everyone, authorized or not, and recorded.
+    pub fn refuse_cache_fill(&self, c: &Caller, ino: u64, fh: u64) -> FsError {
+        let (path, secrets, _, opener) = match self.handle(fh, ino, Handle::for_read) {
+            Ok(v) => v,
+            Err(e) => return e,
+        };
+        self.check_or_refuse(c, "read", &path, &secrets, opener, Some(CACHE_FILL));
+        FsError::Denied
     }
 
     /// `f` of open handle `fh` (of inode `ino`), under the handle lock.

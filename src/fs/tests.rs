@@ -254,3 +254,25 @@ fn command_lines_are_recorded_redacted() {
     );
     assert_eq!(f2.redact_text("x abcd", 100).unwrap(), "x abcd");
 }
+
+/// A page-cache fill is refused even for an authorized caller (the page
+/// would be served to anyone who maps the file) and recorded as a denial
+/// with its reason; direct reads of the same handle still work.
+#[test]
+fn page_cache_fills_are_refused_and_recorded() {
+    let (f, rec) = fs(true);
+    let c = me();
+    let a = f.lookup(&c, ROOT, OsStr::new("A")).unwrap();
+    let fh = f.open(&c, a.ino, libc::O_RDONLY).unwrap();
+    assert_eq!(f.refuse_cache_fill(&c, a.ino, fh), FsError::Denied);
+    assert_eq!(f.read(&c, a.ino, fh, 0, 100).unwrap().bytes(), b"alpha");
+    assert_eq!(f.refuse_cache_fill(&c, a.ino, fh + 1), FsError::BadHandle);
+    let evs = rec.0.lock();
+    assert_eq!(evs.len(), 3, "open, refused fill, read");
+    assert_eq!(evs[1].event, "read");
+    assert_eq!(evs[1].decision.as_deref(), Some("deny"));
+    assert_eq!(evs[1].reason.as_deref(), Some(CACHE_FILL));
+    assert_eq!(evs[1].file.as_deref(), Some("A"));
+    assert_eq!(evs[1].tgid, Some(c.pid));
+    assert_eq!(evs[2].decision.as_deref(), Some("allow"));
+}

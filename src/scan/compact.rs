@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use zeroize::Zeroizing;
 
-use super::{Encoding, MIN_LEN, encodings, forms};
+use super::{Encoding, MIN_LEN, View, value_patterns, without_cr};
 
 pub struct Compact {
     /// Every pattern, back to back.
@@ -37,8 +37,7 @@ impl Compact {
         let total: usize = secrets
             .iter()
             .filter(|(_, v)| v.len() >= MIN_LEN)
-            .flat_map(|(_, v)| forms(v))
-            .flat_map(encodings)
+            .flat_map(|(_, v)| value_patterns(v))
             .map(|(p, _)| p.len())
             .sum();
         let mut bytes = Zeroizing::new(Vec::with_capacity(total));
@@ -51,11 +50,9 @@ impl Compact {
             }
             let secret = labels.len() as u32;
             labels.push(label);
-            for form in forms(value) {
-                for (p, encoding) in encodings(form) {
-                    all.push((bytes.len() as u32, p.len() as u32, secret, encoding));
-                    bytes.extend_from_slice(&p);
-                }
+            for (p, encoding) in value_patterns(value) {
+                all.push((bytes.len() as u32, p.len() as u32, secret, encoding));
+                bytes.extend_from_slice(&p);
             }
         }
         let pat = |p: &(u32, u32, u32, Encoding)| &bytes[p.0 as usize..(p.0 + p.1) as usize];
@@ -116,20 +113,23 @@ impl Compact {
     /// same output as `Matcher::redact` for the same secrets.
     pub fn redact(&self, input: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(input.len());
+        // Line breaks that wrap a blob are skipped, as the Matcher does.
+        let view = View::new(input, 0);
+        let text = view.bytes();
         let (mut i, mut last) = (0, 0);
-        while i + MIN_LEN <= input.len() {
-            let rest = &input[i..];
+        while i + MIN_LEN <= text.len() {
+            let rest = &text[i..];
             if let Some(p) = self
                 .candidates(rest)
                 .iter()
                 .find(|p| rest.starts_with(self.pattern(p)))
             {
-                out.extend_from_slice(&input[last..i]);
+                out.extend_from_slice(&input[last..view.orig(i)]);
                 out.extend_from_slice(b"[hushfs:");
                 out.extend_from_slice(self.labels[p.2 as usize].as_bytes());
                 out.push(b']');
                 i += p.1 as usize;
-                last = i;
+                last = view.orig_end(i);
             } else {
                 i += 1;
             }
@@ -146,18 +146,19 @@ impl Compact {
         if self.is_empty() {
             return hay.len();
         }
-        let from = hay.len().saturating_sub(self.max_len.saturating_sub(1));
-        for j in from..hay.len() {
-            let tail = &hay[j..];
-            if tail.len() < MIN_LEN
-                || self
-                    .candidates(tail)
-                    .iter()
-                    .any(|p| self.pattern(p).starts_with(tail))
-            {
-                return j;
-            }
-        }
-        hay.len()
+        let view = View::new(without_cr(hay, 0), 0);
+        let text = view.bytes();
+        let from = text.len().saturating_sub(self.max_len.saturating_sub(1));
+        let live = (from..text.len())
+            .find(|&j| {
+                let tail = &text[j..];
+                tail.len() < MIN_LEN
+                    || self
+                        .candidates(tail)
+                        .iter()
+                        .any(|p| self.pattern(p).starts_with(tail))
+            })
+            .unwrap_or(text.len());
+        view.orig(live)
     }
 }

@@ -5,7 +5,9 @@
 //! bytes (and the value without a trailing newline), base64 standard and
 //! URL-safe at all three byte alignments (so a value inside a longer base64
 //! blob is found, padded or not), hex in both cases, URL-encoding in the
-//! variants encoders produce, and JSON-string escaping. All patterns go into
+//! variants encoders produce, and JSON-string escaping. Line breaks that
+//! wrap an encoded blob (after `WRAP_MIN` or more base64 characters) are
+//! skipped, so wrapped base64 and hex are found at any width from there. All patterns go into
 //! one Aho-Corasick automaton (leftmost-longest) that reads the input once.
 //! A hit names the secret and the encoding and gives a position, never the
 //! value.
@@ -33,6 +35,141 @@ pub use stream::{Piece, Redactor, Stream};
 
 /// Values shorter than this are not matched: too many false hits.
 pub const MIN_LEN: usize = 6;
+
+/// A line break (LF or CR LF) right after at least this many base64
+/// characters wraps an encoded blob (`base64` wraps at 76, PEM at 64,
+/// `xxd -p` at 60) and is skipped when matching, in the input and in the
+/// patterns alike. Shorter lines keep their breaks: ordinary text ending a
+/// line with a short word would otherwise be held back by the redactor
+/// until more output came.
+pub const WRAP_MIN: usize = 16;
+
+/// The characters of base64 (both alphabets and padding) and of hex.
+fn is_wrap_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_')
+}
+
+/// How many wrap characters end `bytes` (at most `WRAP_MIN`), counting
+/// `before` more when all of `bytes` are.
+fn run_at_end(bytes: &[u8], before: usize) -> usize {
+    let tail = bytes
+        .iter()
+        .rev()
+        .take(WRAP_MIN)
+        .take_while(|b| is_wrap_char(**b))
+        .count();
+    if tail == bytes.len() {
+        (before + tail).min(WRAP_MIN)
+    } else {
+        tail
+    }
+}
+
+/// Text as the automaton reads it: without the line breaks that wrap an
+/// encoded blob, with a map back to the original positions. Borrowed when
+/// nothing is skipped (most text). The copy holds the input, which may
+/// hold values, so it is zeroizing.
+struct View<'a> {
+    text: Option<Zeroizing<Vec<u8>>>,
+    orig: &'a [u8],
+    /// Per skipped break: (view index of the byte after it, its original
+    /// index).
+    jumps: Vec<(usize, usize)>,
+}
+
+impl<'a> View<'a> {
+    /// `before`: wrap characters just before `hay` (a stream's earlier
+    /// output), up to `WRAP_MIN`.
+    fn new(hay: &'a [u8], before: usize) -> View<'a> {
+        View::with(hay, skips(hay, before))
+    }
+
+    /// The view of `hay` without the breaks `skips(hay, ..)` found.
+    fn with(hay: &'a [u8], skip: Vec<(usize, usize)>) -> View<'a> {
+        if skip.is_empty() {
+            return View {
+                text: None,
+                orig: hay,
+                jumps: Vec::new(),
+            };
+        }
+        let removed: usize = skip.iter().map(|(a, b)| b - a).sum();
+        let mut text = Zeroizing::new(Vec::with_capacity(hay.len() - removed));
+        let mut jumps = Vec::with_capacity(skip.len());
+        let mut from = 0;
+        for (a, b) in skip {
+            text.extend_from_slice(&hay[from..a]);
+            jumps.push((text.len(), b));
+            from = b;
+        }
+        text.extend_from_slice(&hay[from..]);
+        View {
+            text: Some(text),
+            orig: hay,
+            jumps,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.text.as_deref().map_or(self.orig, |t| t.as_slice())
+    }
+
+    /// The original index of view byte `v` (`v` = the view's length: the
+    /// original's).
+    fn orig(&self, v: usize) -> usize {
+        if v >= self.bytes().len() {
+            return self.orig.len();
+        }
+        match self.jumps.partition_point(|j| j.0 <= v) {
+            0 => v,
+            i => self.jumps[i - 1].1 + (v - self.jumps[i - 1].0),
+        }
+    }
+
+    /// The original end of a view range ending at `v_end` (exclusive): a
+    /// skipped break right after it stays outside.
+    fn orig_end(&self, v_end: usize) -> usize {
+        if v_end == 0 {
+            0
+        } else {
+            self.orig(v_end - 1) + 1
+        }
+    }
+}
+
+/// The line breaks of `hay` (after `before` wrap characters) that wrap a
+/// blob, as (start, end) ranges.
+fn skips(hay: &[u8], before: usize) -> Vec<(usize, usize)> {
+    let mut skip = Vec::new();
+    for nl in memchr::memchr_iter(b'\n', hay) {
+        let start = if nl > 0 && hay[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            nl
+        };
+        if run_at_end(&hay[..start], before) >= WRAP_MIN {
+            skip.push((start, nl + 1));
+        }
+    }
+    skip
+}
+
+/// Above this size an input is matched window by window, as a stream is,
+/// so one with wrapping breaks is not copied whole without them (a 100 MiB
+/// copy, and its wiping, halved the scanner's speed).
+const VIEW_WHOLE_MAX: usize = 1 << 20;
+const VIEW_WINDOW: usize = 64 * 1024;
+
+/// A CR at the end of `hay` after a long run may be the first half of a
+/// wrapping CR LF whose LF comes with the next chunk: liveness is judged
+/// without it (as if skipped), and it is held back. Returns the text to
+/// judge; the CR, if any, starts at its end.
+fn without_cr(hay: &[u8], before: usize) -> &[u8] {
+    match hay.split_last() {
+        Some((b'\r', rest)) if run_at_end(rest, before) >= WRAP_MIN => rest,
+        _ => hay,
+    }
+}
 
 /// Up to this many pattern bytes the matcher is a DFA; above, a compact NFA.
 /// The DFA's table takes up to ~1 KiB per pattern byte (states × byte
@@ -148,10 +285,8 @@ impl Patterns {
             }
             let secret = labels.len() as u32;
             labels.push(label);
-            for form in forms(value) {
-                for (bytes, encoding) in encodings(form) {
-                    pats.push((bytes, PatMeta { secret, encoding }));
-                }
+            for (bytes, encoding) in value_patterns(value) {
+                pats.push((bytes, PatMeta { secret, encoding }));
             }
         }
         // The same bytes can come from two encodings (hex of digits is the
@@ -249,6 +384,27 @@ impl Matcher {
         self
     }
 
+    /// Hits of one pass over the whole view, and window by window.
+    #[cfg(test)]
+    pub(crate) fn find_all_both_ways(&self, hay: &[u8], window: usize) -> (Vec<Hit>, Vec<Hit>) {
+        let view = View::new(hay, 0);
+        let mut whole = Vec::new();
+        self.find_each_in(view.bytes(), |h| {
+            whole.push(Hit {
+                start: view.orig(h.start),
+                end: view.orig_end(h.end),
+                ..h
+            });
+            true
+        });
+        let mut windowed = Vec::new();
+        self.find_each_windowed(hay, 0, window, |h| {
+            windowed.push(h);
+            true
+        });
+        (whole, windowed)
+    }
+
     /// Whether candidates are found by the prefix DFA.
     #[cfg(test)]
     pub(crate) fn has_prefilter(&self) -> bool {
@@ -291,8 +447,78 @@ impl Matcher {
     }
 
     /// Calls `f` for each non-overlapping hit in `hay`, leftmost-longest,
-    /// while `f` returns true.
-    pub fn find_each(&self, hay: &[u8], mut f: impl FnMut(Hit) -> bool) {
+    /// while `f` returns true. Line breaks that wrap an encoded blob are
+    /// skipped (a hit's range may span them).
+    pub fn find_each(&self, hay: &[u8], f: impl FnMut(Hit) -> bool) {
+        self.find_each_after(hay, 0, f)
+    }
+
+    /// `find_each` for text that follows `before` wrap characters (a
+    /// stream's earlier output).
+    fn find_each_after(&self, hay: &[u8], before: usize, mut f: impl FnMut(Hit) -> bool) {
+        if hay.len() > VIEW_WHOLE_MAX {
+            return self.find_each_windowed(hay, before, VIEW_WINDOW, f);
+        }
+        let view = View::new(hay, before);
+        self.find_each_in(view.bytes(), |h| {
+            f(Hit {
+                start: view.orig(h.start),
+                end: view.orig_end(h.end),
+                ..h
+            })
+        })
+    }
+
+    /// `find_each_after` over a large input, a window at a time, by the
+    /// rule a stream follows (stream.rs): a hit that starts before the
+    /// window's live suffix is final, and the next window starts where
+    /// the last final hit (or the live suffix) does.
+    fn find_each_windowed(
+        &self,
+        hay: &[u8],
+        before: usize,
+        window: usize,
+        mut f: impl FnMut(Hit) -> bool,
+    ) {
+        // Longer than any live suffix (at most max_len - 1 view bytes,
+        // plus the breaks among them), so every window makes progress.
+        let size = window.max(4 * self.max_len);
+        let (mut start, mut run) = (0, before);
+        while start < hay.len() {
+            let end = (start + size).min(hay.len());
+            let w = &hay[start..end];
+            let hold = if end == hay.len() {
+                w.len()
+            } else {
+                self.live_suffix_start_after(w, run)
+            };
+            let mut done = 0;
+            let mut stop = false;
+            let view = View::new(w, run);
+            self.find_each_in(view.bytes(), |h| {
+                let (hs, he) = (view.orig(h.start), view.orig_end(h.end));
+                if hs >= hold {
+                    return false;
+                }
+                done = he;
+                stop = !f(Hit {
+                    start: hs + start,
+                    end: he + start,
+                    ..h
+                });
+                !stop
+            });
+            if stop {
+                return;
+            }
+            let done = done.max(hold);
+            run = run_at_end(&w[..done], run);
+            start += done;
+        }
+    }
+
+    /// The automaton's hits in `hay` as it is.
+    fn find_each_in(&self, hay: &[u8], mut f: impl FnMut(Hit) -> bool) {
         let pats = &self.pats;
         if let (Some(pre), Some(Aut::Nfa(nfa))) = (&self.pre, &self.aut) {
             // Candidates in order of start; at each, the longest match
@@ -348,8 +574,25 @@ impl Matcher {
     /// suffix that is a pattern prefix would be a complete longest pattern,
     /// which cannot grow.
     pub fn live_suffix_start(&self, hay: &[u8]) -> usize {
-        let from = hay.len().saturating_sub(self.max_len.saturating_sub(1));
-        with_aut!(self, a => live_from(a, hay, from)).unwrap_or(hay.len())
+        self.live_suffix_start_after(hay, 0)
+    }
+
+    /// `live_suffix_start` for text that follows `before` wrap characters.
+    fn live_suffix_start_after(&self, hay: &[u8], before: usize) -> usize {
+        if self.aut.is_none() {
+            return hay.len();
+        }
+        // Only the tail can be live: its view, with the run before it.
+        let body = without_cr(hay, before);
+        let mut cut = body.len().saturating_sub(2 * self.max_len + 2);
+        if cut > 0 && body[cut] == b'\n' && body[cut - 1] == b'\r' {
+            cut -= 1;
+        }
+        let view = View::new(&body[cut..], run_at_end(&body[..cut], before));
+        let text = view.bytes();
+        let from = text.len().saturating_sub(self.max_len.saturating_sub(1));
+        let live = with_aut!(self, a => live_from(a, text, from)).unwrap_or(text.len());
+        cut + view.orig(live)
     }
 
     /// Replaces every hit with `[hushfs:LABEL]` (whole input at once).
@@ -419,6 +662,30 @@ fn trim_newline(v: &[u8]) -> &[u8] {
     v.strip_suffix(b"\r").unwrap_or(v)
 }
 
+/// Every pattern of a value (of at least `MIN_LEN` bytes): each form in
+/// each encoding, as a view would read it (see `View`). The first line
+/// break of a pattern may follow a run that starts before the pattern in
+/// the input, so that break is kept both skipped and not.
+fn value_patterns(value: &[u8]) -> Vec<(Zeroizing<Vec<u8>>, Encoding)> {
+    let mut out = Vec::new();
+    for form in forms(value) {
+        for (p, e) in encodings(form) {
+            if !p.contains(&b'\n') {
+                out.push((p, e));
+                continue;
+            }
+            for before in [0, WRAP_MIN] {
+                let v = View::new(&p, before);
+                let bytes = Zeroizing::new(v.bytes().to_vec());
+                if bytes.len() >= MIN_LEN && !out.iter().any(|(q, _)| q.as_slice() == &bytes[..]) {
+                    out.push((bytes, e));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Every encoded form of `v` to look for, each in a zeroizing buffer.
 fn encodings(v: &[u8]) -> Vec<(Zeroizing<Vec<u8>>, Encoding)> {
     let mut out = vec![(Zeroizing::new(v.to_vec()), Encoding::Raw)];
@@ -439,15 +706,28 @@ fn encodings(v: &[u8]) -> Vec<(Zeroizing<Vec<u8>>, Encoding)> {
     }
     push(hex(v, b"0123456789abcdef"), Encoding::Hex);
     push(hex(v, b"0123456789ABCDEF"), Encoding::HexUpper);
-    // RFC 3986 unreserved kept (Python quote, Go PathEscape...), in both
-    // hex cases; JavaScript's encodeURIComponent also keeps !'()*; form
-    // encoding (URLSearchParams, quote_plus) writes space as '+'.
+    // Percent-encoding as real encoders write it (each keeps RFC 3986's
+    // unreserved characters and escapes in upper case unless noted):
+    // - nothing more: Python quote(v, safe=""), and in lower case too;
+    // - '/': Python quote(v) (its default safe="/");
+    // - !'()*: JavaScript encodeURIComponent;
+    // - those and ;/?:@&=+$,#: JavaScript encodeURI;
+    // - $&+:=@: Go url.PathEscape;
+    // - space as '+': Python quote_plus, Go url.QueryEscape;
+    // - form encoding (URLSearchParams): alphanumerics and *-._, space '+'.
     let unreserved = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
-    let js = |b: u8| unreserved(b) || b"!'()*".contains(&b);
+    let py_quote = |b: u8| unreserved(b) || b == b'/';
+    let js_component = |b: u8| unreserved(b) || b"!'()*".contains(&b);
+    let js_uri = |b: u8| js_component(b) || b";/?:@&=+$,#".contains(&b);
+    let go_path = |b: u8| unreserved(b) || b"$&+:=@".contains(&b);
     let form = |b: u8| b.is_ascii_alphanumeric() || b"*-._".contains(&b);
     push(url(v, unreserved, true, false), Encoding::Url);
     push(url(v, unreserved, false, false), Encoding::Url);
-    push(url(v, js, true, false), Encoding::Url);
+    push(url(v, py_quote, true, false), Encoding::Url);
+    push(url(v, js_component, true, false), Encoding::Url);
+    push(url(v, js_uri, true, false), Encoding::Url);
+    push(url(v, go_path, true, false), Encoding::Url);
+    push(url(v, unreserved, true, true), Encoding::Url);
     push(url(v, form, true, true), Encoding::Url);
     if let Ok(s) = std::str::from_utf8(v) {
         // As serde_json and JSON.stringify write it, as Python's json.dumps

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use super::{Encoding, Matcher};
+use super::{Encoding, Matcher, run_at_end};
 
 /// A stretch of the stream: bytes without secrets, or one occurrence.
 pub enum Piece<'a> {
@@ -28,6 +28,10 @@ pub struct Stream {
     m: Arc<Matcher>,
     carry: Zeroizing<Vec<u8>>,
     work: Zeroizing<Vec<u8>>,
+    /// Base64 characters at the end of what was handed out (up to
+    /// `WRAP_MIN`): whether a line break in the next chunk wraps a blob
+    /// depends on them.
+    run: usize,
 }
 
 /// Replaces `buf`'s contents with the concatenation of `parts`, growing by
@@ -51,6 +55,7 @@ impl Stream {
             m,
             carry: Zeroizing::new(Vec::new()),
             work: Zeroizing::new(Vec::new()),
+            run: 0,
         }
     }
 
@@ -66,11 +71,13 @@ impl Stream {
     /// Feeds a chunk; `f` receives every piece that is now final, in order.
     pub fn push(&mut self, chunk: &[u8], f: impl FnMut(Piece)) {
         if self.carry.is_empty() {
-            let used = emit(&self.m, chunk, false, f);
+            let used = emit(&self.m, chunk, self.run, false, f);
+            self.run = run_at_end(&chunk[..used], self.run);
             fill(&mut self.carry, &[&chunk[used..]]);
         } else {
             fill(&mut self.work, &[&self.carry, chunk]);
-            let used = emit(&self.m, &self.work, false, f);
+            let used = emit(&self.m, &self.work, self.run, false, f);
+            self.run = run_at_end(&self.work[..used], self.run);
             fill(&mut self.carry, &[&self.work[used..]]);
         }
     }
@@ -79,23 +86,30 @@ impl Stream {
     pub fn finish(&mut self, f: impl FnMut(Piece)) {
         if !self.carry.is_empty() {
             fill(&mut self.work, &[&self.carry]);
-            emit(&self.m, &self.work, true, f);
+            emit(&self.m, &self.work, self.run, true, f);
             fill(&mut self.carry, &[]);
         }
     }
 }
 
-/// Emits the final pieces of `buf`; returns how many bytes were consumed.
-fn emit(m: &Matcher, buf: &[u8], last_chunk: bool, mut f: impl FnMut(Piece)) -> usize {
+/// Emits the final pieces of `buf` (which follows `before` base64
+/// characters); returns how many bytes were consumed.
+fn emit(
+    m: &Matcher,
+    buf: &[u8],
+    before: usize,
+    last_chunk: bool,
+    mut f: impl FnMut(Piece),
+) -> usize {
     let hold = if last_chunk {
         buf.len()
     } else {
-        m.live_suffix_start(buf)
+        m.live_suffix_start_after(buf, before)
     };
     let mut done = 0;
     // A hit that starts before `hold` is final: were it able to grow, its
     // start would begin a live suffix longer than the one at `hold`.
-    m.find_each(buf, |h| {
+    m.find_each_after(buf, before, |h| {
         if h.start >= hold {
             return false;
         }

@@ -413,3 +413,262 @@ fn compact_finds_every_encoding() {
     }
     assert!(Compact::new(Vec::<(String, &[u8])>::new()).is_empty());
 }
+
+// Issue 15, part 3: wrapped base64 and the percent-encodings real encoders
+// write.
+
+/// `blob` in standard base64, wrapped at `width` with `eol`, as coreutils
+/// `base64 -w WIDTH` (76 by default), PEM (64) and MIME (76, CR LF) write it.
+fn wrapped(blob: &[u8], width: usize, eol: &str) -> String {
+    let flat = STANDARD.encode(blob);
+    let lines: Vec<&str> = flat
+        .as_bytes()
+        .chunks(width)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    lines.join(eol) + eol
+}
+
+/// An encoder's name and what it writes for a value.
+type Encoder = (&'static str, Box<dyn Fn(&[u8]) -> String>);
+
+/// The percent-encodings the scanner claims, as their encoders write them.
+fn percent_encoders() -> Vec<Encoder> {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
+    const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    const PY_QUOTE: &AsciiSet = &UNRESERVED.remove(b'/');
+    const JS_COMPONENT: &AsciiSet = &UNRESERVED
+        .remove(b'!')
+        .remove(b'\'')
+        .remove(b'(')
+        .remove(b')')
+        .remove(b'*');
+    const JS_URI: &AsciiSet = &JS_COMPONENT
+        .remove(b';')
+        .remove(b'/')
+        .remove(b'?')
+        .remove(b':')
+        .remove(b'@')
+        .remove(b'&')
+        .remove(b'=')
+        .remove(b'+')
+        .remove(b'$')
+        .remove(b',')
+        .remove(b'#');
+    const GO_PATH: &AsciiSet = &UNRESERVED
+        .remove(b'$')
+        .remove(b'&')
+        .remove(b'+')
+        .remove(b':')
+        .remove(b'=')
+        .remove(b'@');
+    let plus = |v: &[u8]| {
+        // quote_plus / QueryEscape: space as '+', everything else as quote.
+        v.split(|&b| b == b' ')
+            .map(|part| percent_encode(part, UNRESERVED).to_string())
+            .collect::<Vec<_>>()
+            .join("+")
+    };
+    vec![
+        (
+            "python quote(safe='')",
+            Box::new(|v| percent_encode(v, UNRESERVED).to_string()),
+        ),
+        (
+            "python quote",
+            Box::new(|v| percent_encode(v, PY_QUOTE).to_string()),
+        ),
+        ("python quote_plus / go QueryEscape", Box::new(plus)),
+        (
+            "js encodeURIComponent",
+            Box::new(|v| percent_encode(v, JS_COMPONENT).to_string()),
+        ),
+        (
+            "js encodeURI",
+            Box::new(|v| percent_encode(v, JS_URI).to_string()),
+        ),
+        (
+            "go PathEscape",
+            Box::new(|v| percent_encode(v, GO_PATH).to_string()),
+        ),
+    ]
+}
+
+#[test]
+fn wrapped_base64_as_coreutils_and_pem_write_it() {
+    // 58 bytes and more: coreutils wraps the encoding at 76 columns.
+    let v: Vec<u8> = (0..90u8)
+        .map(|i| i.wrapping_mul(37).wrapping_add(11))
+        .collect();
+    let m = matcher(&[("K", &v)]);
+    for (width, eol) in [
+        (76, "\n"),
+        (64, "\n"),
+        (76, "\r\n"),
+        (16, "\n"),
+        (60, "\r\n"),
+    ] {
+        let text = format!("data:\n{}end\n", wrapped(&v, width, eol));
+        let (name, enc) = one_hit(&m, text.as_bytes());
+        assert_eq!(
+            (name.as_str(), enc),
+            ("K", Encoding::Base64),
+            "width {width}"
+        );
+        let red = m.redact(text.as_bytes());
+        assert!(m.find_all(&red).is_empty(), "width {width}");
+        assert!(
+            String::from_utf8_lossy(&red).contains("[hushfs:K]"),
+            "width {width}"
+        );
+    }
+    // Hex as `xxd -p` writes it (60 columns).
+    let hexed: String = v.iter().map(|b| format!("{b:02x}")).collect();
+    let xxd: Vec<&str> = hexed
+        .as_bytes()
+        .chunks(60)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    assert_eq!(one_hit(&m, xxd.join("\n").as_bytes()).1, Encoding::Hex);
+}
+
+#[test]
+fn short_lines_keep_their_line_breaks() {
+    // Output that ends a line with a short word is not held back waiting
+    // for the next line, and a value split over short lines is not found.
+    let m = Arc::new(matcher(&[("T", b"zz-secret-value")]));
+    let mut r = Redactor::new(m.clone());
+    assert_eq!(r.push(b"ls zz\n"), b"ls zz\n");
+    assert_eq!(r.held(), 0);
+    assert!(m.find_all(b"zz-secret\n-value").is_empty());
+}
+
+#[test]
+fn multi_line_values_are_found_whatever_precedes_them() {
+    // A value whose first line is short base64 text: in the input, a long
+    // run before it makes its first line break a wrapping one.
+    let v = b"abc\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nxyz-end\n";
+    let m = matcher(&[("PEM", v)]);
+    for before in ["", "x ", "AAAAAAAAAAAAAAAAAAAA"] {
+        let mut hay = before.as_bytes().to_vec();
+        hay.extend_from_slice(v);
+        assert_eq!(one_hit(&m, &hay).0, "PEM", "after {before:?}");
+    }
+}
+
+#[test]
+fn percent_encodings_of_real_encoders() {
+    let v = b"p@ss/w0rd+key&x=1;y,z? (a)*!'~#$";
+    let m = matcher(&[("U", v)]);
+    for (name, enc) in percent_encoders() {
+        let text = format!("https://h/?t={}&n=1", enc(v));
+        assert_eq!(
+            one_hit(&m, text.as_bytes()),
+            ("U".into(), Encoding::Url),
+            "{name}"
+        );
+    }
+}
+
+/// Every cut of `input` into two chunks (and one byte at a time) redacts
+/// as the whole does, and leaves no value behind.
+fn redacted_at_every_cut(m: &Arc<Matcher>, input: &[u8]) -> Result<(), TestCaseError> {
+    let whole = m.redact(input);
+    prop_assert!(m.find_all(&whole).is_empty());
+    prop_assert!(
+        whole.windows(8).any(|w| w == b"[hushfs:"),
+        "nothing redacted"
+    );
+    for cut in 0..=input.len() {
+        prop_assert_eq!(
+            &redact_chunked(m, input, &[cut]).0,
+            &whole,
+            "cut at {}",
+            cut
+        );
+    }
+    let ones: Vec<usize> = (0..input.len()).collect();
+    prop_assert_eq!(&redact_chunked(m, input, &ones).0, &whole);
+    // `hushfs scan` reads files through a Stream in 64 KiB chunks: found.
+    let mut s = Stream::new(m.clone());
+    let mut found = 0;
+    for c in input.chunks(7) {
+        s.push(c, |p| found += matches!(p, Piece::Secret { .. }) as usize);
+    }
+    s.finish(|p| found += matches!(p, Piece::Secret { .. }) as usize);
+    prop_assert!(found > 0);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn wrapped_base64_is_redacted_at_every_boundary(
+        v in proptest::collection::vec(any::<u8>(), 6..90),
+        pad in 0usize..3,
+        width in WRAP_MIN..100,
+        crlf in any::<bool>(),
+    ) {
+        let m = Arc::new(Matcher::new([("V".to_string(), v.as_slice())]));
+        let mut blob = vec![0x5a; pad];
+        blob.extend_from_slice(&v);
+        let text = format!("out: \n{}$ ", wrapped(&blob, width, if crlf { "\r\n" } else { "\n" }));
+        redacted_at_every_cut(&m, text.as_bytes())?;
+    }
+
+    #[test]
+    fn percent_encoded_values_are_redacted_at_every_boundary(
+        v in proptest::collection::vec(any::<u8>(), 6..40),
+        which in 0usize..6,
+    ) {
+        let m = Arc::new(Matcher::new([("V".to_string(), v.as_slice())]));
+        let encs = percent_encoders();
+        let text = format!("GET /?q={} HTTP/1.1\n", (encs[which].1)(&v));
+        redacted_at_every_cut(&m, text.as_bytes())?;
+    }
+
+    /// Compact (the daemon's command-line redactor) stays the Matcher's
+    /// equal with line breaks in play.
+    #[test]
+    fn compact_redacts_wrapped_text_like_the_matcher(
+        v in proptest::collection::vec(any::<u8>(), 6..70),
+        width in WRAP_MIN..80,
+        noise in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'A'), Just(b' ')], 0..40),
+    ) {
+        let m = Matcher::new([("V".to_string(), v.as_slice())]);
+        let c = Compact::new([("V".to_string(), v.as_slice())]);
+        let mut hay = noise.clone();
+        hay.extend_from_slice(wrapped(&v, width, "\n").as_bytes());
+        hay.extend_from_slice(&noise);
+        hay.extend_from_slice(&v);
+        prop_assert_eq!(c.redact(&hay), m.redact(&hay));
+        prop_assert!(c.live_suffix_start(&hay) <= m.live_suffix_start(&hay));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// A large input with wrapped blobs is matched window by window
+    /// (src/scan/mod.rs, VIEW_WHOLE_MAX): the same hits as one pass.
+    #[test]
+    fn windowed_matching_finds_what_one_pass_finds(
+        v in proptest::collection::vec(any::<u8>(), 6..60),
+        blobs in proptest::collection::vec((WRAP_MIN..80usize, any::<bool>(), 0usize..3), 1..6),
+        window in 1usize..600,
+    ) {
+        let m = Matcher::new([("V".to_string(), v.as_slice()), ("W".to_string(), &b"other-value-xyz"[..])]);
+        let mut hay = Vec::new();
+        for (width, crlf, noise) in blobs {
+            hay.extend_from_slice(&b"noise AAAAAAAAAAAAAAAAAAAAAA other-value-xyz\n"[..noise * 14]);
+            hay.extend_from_slice(wrapped(&v, width, if crlf { "\r\n" } else { "\n" }).as_bytes());
+            hay.extend_from_slice(&v);
+        }
+        let (whole, windowed) = m.find_all_both_ways(&hay, window);
+        prop_assert!(!whole.is_empty());
+        prop_assert_eq!(whole, windowed);
+    }
+}

@@ -188,6 +188,144 @@ def cmd_fdrecv(sock, n):
     conn.send(b"done")
     out(res)
 
+def touch_probe(m, n):
+    """Read an existing mapping in a child (a SIGBUS must not kill us)."""
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(r)
+        os.write(w, json.dumps({"ok": m[:n].hex()}).encode())
+        os._exit(0)
+    os.close(w)
+    data = b""
+    while True:
+        c = os.read(r, 1 << 16)
+        if not c:
+            break
+        data += c
+    _, status = os.waitpid(child, 0)
+    os.close(r)
+    if os.WIFSIGNALED(status):
+        return {"signal": signal.Signals(os.WTERMSIG(status)).name}
+    return json.loads(data)
+
+def cmd_maplate(sock, n, go):
+    """Outsider of issue 15: receive an fd, map it MAP_PRIVATE without
+    touching it, say so, wait until an authorized process faulted the
+    file (`go` exists), then touch the mapping, pread, sendfile, splice."""
+    n = int(n)
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(sock)
+    srv.listen(1)
+    conn, _ = srv.accept()
+    _, fds, _, _ = socket.recv_fds(conn, 64, 1)
+    fd = fds[0]
+    m = mmap.mmap(fd, n, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)
+    conn.send(b"mapped")
+    for _ in range(3000):
+        if os.path.exists(go):
+            break
+        time.sleep(0.01)
+    res = {"touch": touch_probe(m, n), "pread": result(lambda: os.pread(fd, n, 0))}
+    # sendfile and splice read through the page cache, even on a direct-io
+    # file: pages an authorized splice left there would be served here.
+    def sendfile():
+        rp, wp = os.pipe()
+        k = os.sendfile(wp, fd, 0, n)
+        return os.read(rp, k) if k else b""
+    def splice():
+        rp, wp = os.pipe()
+        k = os.splice(fd, wp, n, offset_src=0)
+        return os.read(rp, k) if k else b""
+    res["sendfile"] = result(sendfile)
+    res["splice"] = result(splice)
+    conn.send(b"done")
+    out(res)
+
+def cmd_faultsend(path, sock, go):
+    """Authorized side of issue 15: pass an open fd, wait until the
+    receiver mapped it, then map and fault the file itself (a fresh open)
+    and read it by every path; `go` tells the receiver to touch its
+    mapping."""
+    fd = os.open(path, os.O_RDONLY)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    for _ in range(500):
+        try:
+            s.connect(sock)
+            break
+        except OSError:
+            time.sleep(0.01)
+    socket.send_fds(s, [b"fd"], [fd])
+    assert s.recv(16) == b"mapped"
+    n = os.fstat(fd).st_size
+    own = os.open(path, os.O_RDONLY)
+    res = {"fault": mmap_probe(own, n, mmap.MAP_PRIVATE), "pread": result(lambda: os.pread(own, n, 0))}
+    # Every direct path still reads (each carries a lock owner).
+    def sendfile():
+        rp, wp = os.pipe()
+        k = os.sendfile(wp, own, 0, n)
+        return os.read(rp, k)
+    def splice():
+        rp, wp = os.pipe()
+        k = os.splice(own, wp, n, offset_src=0)
+        return os.read(rp, k)
+    res["sendfile"] = result(sendfile)
+    res["splice"] = result(splice)
+    res["read"] = result(lambda: os.read(os.open(path, os.O_RDONLY), n))
+    # readahead into the page cache, as `cat`-like tools and loaders ask.
+    os.posix_fadvise(own, 0, n, os.POSIX_FADV_WILLNEED)
+    with open(go, "w"):
+        pass
+    s.recv(16)
+    out(res)
+
+def cmd_holdfd(path, info, stop):
+    """An authorized process that read a value and keeps its fd open."""
+    fd = os.open(path, os.O_RDONLY)
+    value = os.read(fd, 1 << 20)
+    with open(info + ".tmp", "w") as f:
+        f.write("%d %d" % (os.getpid(), fd))
+    os.rename(info + ".tmp", info)
+    for _ in range(3000):
+        if os.path.exists(stop):
+            break
+        time.sleep(0.01)
+    out({"held": len(value)})
+
+def cmd_steal(pid, fd, needle_hex):
+    """Same uid, no grant: take the fd with pidfd_getfd and read through
+    it; look for the value in the process's memory."""
+    pid, fd, needle = int(pid), int(fd), bytes.fromhex(needle_hex)
+    libc = ctypes.CDLL(None, use_errno=True)
+    SYS_pidfd_open, SYS_pidfd_getfd = 434, 438
+    res = {}
+    pidfd = libc.syscall(SYS_pidfd_open, pid, 0)
+    stolen = libc.syscall(SYS_pidfd_getfd, pidfd, fd, 0) if pidfd >= 0 else -1
+    if stolen < 0:
+        res["getfd"] = {"err": errno.errorcode.get(ctypes.get_errno(), "?")}
+    else:
+        res["getfd"] = {"ok": ""}
+        res["pread"] = result(lambda: os.pread(stolen, len(needle), 0))
+    found = False
+    try:
+        with open("/proc/%d/maps" % pid) as maps, open("/proc/%d/mem" % pid, "rb", 0) as mem:
+            for line in maps:
+                addr, perms = line.split()[:2]
+                if not perms.startswith("rw"):
+                    continue
+                lo, hi = (int(x, 16) for x in addr.split("-"))
+                try:
+                    mem.seek(lo)
+                    if needle in mem.read(hi - lo):
+                        found = True
+                        break
+                except OSError:
+                    pass
+        res["mem"] = {"found": found}
+    except OSError as e:
+        res["mem"] = {"err": errno.errorcode.get(e.errno, str(e.errno))}
+    out(res)
+
 def cmd_concurrent(path, n):
     n = int(n)
     procs = [subprocess.Popen([sys.executable, __file__, "read", path], stdout=subprocess.PIPE) for _ in range(n)]
@@ -203,7 +341,8 @@ def cmd_io(path):
     b = os.read(fd, 1 << 21)
     end = os.lseek(fd, 0, os.SEEK_END)
     preads = {str(off): os.pread(fd, 5, off).hex() for off in (0, 1, 3, max(0, st.st_size - 2), st.st_size)}
-    # A private mapping works for those allowed (every fault is a read).
+    # A private mapping faults even for those allowed (a fault would fill
+    # the page cache, which every holder of an fd reads from).
     mapped = mmap_probe(fd, st.st_size, mmap.MAP_PRIVATE) if st.st_size else {"ok": ""}
     os.close(fd)
     out({"size": st.st_size, "mode": oct(st.st_mode), "uid": st.st_uid, "a": a.hex(), "b": b.hex(),
