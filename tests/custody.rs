@@ -233,16 +233,7 @@ fn a_same_uid_process_gets_no_key_and_no_value() {
         !listing.contains("hushfs:"),
         "a hushfs key is visible to the user:\n{listing}"
     );
-    let payloads: Vec<Vec<u8>> = r["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| {
-            base64::engine::general_purpose::STANDARD
-                .decode(k.as_str().unwrap())
-                .unwrap()
-        })
-        .collect();
+    let payloads = decoded(&r["keys"]);
     assert!(
         !payloads.iter().any(|p| contains(p, b"legacy-key")),
         "the legacy user-keyring entry was not removed"
@@ -260,16 +251,7 @@ fn a_same_uid_process_gets_no_key_and_no_value() {
 
     // 3. No answer of any socket, to real, forged or malformed requests,
     // and no output of a command run through the agent, holds the value.
-    let answers: Vec<Vec<u8>> = r["answers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            base64::engine::general_purpose::STANDARD
-                .decode(a.as_str().unwrap())
-                .unwrap()
-        })
-        .collect();
+    let answers = decoded(&r["answers"]);
     for a in &answers {
         for f in forms(value) {
             assert!(
@@ -359,6 +341,19 @@ fn a_same_uid_process_gets_no_key_and_no_value() {
         serde_json::from_slice(&h.hushfs(&["status", "--json"]).output().unwrap().stdout).unwrap();
     assert_eq!(st["unlocked"], false, "{st}");
     assert_eq!(st["mounts"][0]["locked"], true, "{st}");
+}
+
+/// The attacker's report keeps bytes as base64 strings.
+fn decoded(list: &serde_json::Value) -> Vec<Vec<u8>> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            base64::engine::general_purpose::STANDARD
+                .decode(a.as_str().unwrap())
+                .unwrap()
+        })
+        .collect()
 }
 
 fn agent_pid(h: &Home) -> u32 {
@@ -467,21 +462,6 @@ fn the_agent_survives_a_flood_and_a_slow_client() {
     }
 }
 
-fn set_size(fd: &std::os::fd::OwnedFd, rows: u16, cols: u16) {
-    use std::os::fd::AsRawFd;
-    let ws = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads the winsize struct we pass.
-    assert_eq!(
-        unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
-        0
-    );
-}
-
 /// Through the agent, a terminal works as before: the command gets a pty of
 /// the terminal's size that follows resizes, reads typed keys, and ^C
 /// interrupts it; the exit status comes back.
@@ -494,7 +474,7 @@ fn through_the_agent_a_terminal_works_as_before() {
     e.ok(&["unlock"]);
     let on_terminal = |script: &str| {
         let pty = nix::pty::openpty(None, None).unwrap();
-        set_size(&pty.master, 33, 101);
+        common::pty::set_size(&pty.master, 33, 101);
         let slave = || Stdio::from(pty.slave.try_clone().unwrap());
         let child = e
             .cmd(&["run", "-p", "app", "--", "sh", "-c", script])
@@ -522,7 +502,7 @@ fn through_the_agent_a_terminal_works_as_before() {
     std::io::Write::write_all(&mut m, b"alice\r").unwrap();
     wait_for(&seen, "hi alice [hushfs:TOKEN]");
     wait_for(&seen, "ready");
-    set_size(&master, 44, 120);
+    common::pty::set_size(&master, 44, 120);
     // What a terminal does on a resize: SIGWINCH to its foreground group,
     // which is the client; the agent's command gets it from there.
     // SAFETY: kill sends a signal to our child process.

@@ -8,7 +8,7 @@ use common::mount::*;
 use common::*;
 
 use std::io::{BufRead, BufReader, Read};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -109,25 +109,11 @@ fn output_is_passed_on_at_once() {
     assert!(child.wait().unwrap().success());
 }
 
-fn set_size(fd: &OwnedFd, rows: u16, cols: u16) {
-    let ws = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads the struct we pass; fd is our pty master.
-    assert_eq!(
-        unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
-        0
-    );
-}
-
 #[test]
 fn on_a_terminal_the_command_gets_a_pty_that_follows_resizes() {
     let e = env();
     let pty = nix::pty::openpty(None, None).unwrap();
-    set_size(&pty.master, 33, 101);
+    common::pty::set_size(&pty.master, 33, 101);
     let mut child = e
         .cmd(&[
             "run",
@@ -146,7 +132,7 @@ fn on_a_terminal_the_command_gets_a_pty_that_follows_resizes() {
     let (seen, reader) = common::pty::collect(&pty.master);
     let wait_for = |what: &str| common::pty::wait_for(&seen, what, Duration::from_secs(10));
     wait_for("ready");
-    set_size(&pty.master, 44, 120);
+    common::pty::set_size(&pty.master, 44, 120);
     // SAFETY: kill sends a signal to our child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGWINCH) };
     wait_for("done");
@@ -172,7 +158,7 @@ fn on_a_terminal_the_command_gets_a_pty_that_follows_resizes() {
 /// reads from the master.
 fn on_terminal(e: &Env, script: &str) -> (std::process::Child, OwnedFd, Arc<Mutex<Vec<u8>>>) {
     let pty = nix::pty::openpty(None, None).unwrap();
-    set_size(&pty.master, 24, 80);
+    common::pty::set_size(&pty.master, 24, 80);
     let slave = || Stdio::from(pty.slave.try_clone().unwrap());
     let child = e
         .cmd(&["run", "-p", "app", "--", "sh", "-c", script])

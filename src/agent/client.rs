@@ -275,7 +275,7 @@ pub fn forward(args: &[OsString], key: Option<&Key32>) -> Result<i32> {
             .collect(),
         umask,
     };
-    let mut signals = signal_hook::iterator::Signals::new(FORWARD)
+    let mut signals = signal_hook::iterator::Signals::new(super::protocol::SIGNALS)
         .map_err(|e| Error::Other(format!("cannot handle signals: {e}")))?;
     let until = Instant::now() + ANSWER;
     let (s, mut reader) = loop {
@@ -340,14 +340,3 @@ fn key_pipe(k: &Key32) -> Result<std::os::fd::OwnedFd> {
         .map_err(|e| Error::Other(format!("cannot hand over the key: {e}")))?;
     Ok(r)
 }
-
-/// Signals passed on to the command.
-const FORWARD: [i32; 7] = [
-    libc::SIGINT,
-    libc::SIGTERM,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGWINCH,
-];

@@ -8,6 +8,18 @@ use serde::{Deserialize, Serialize};
 
 pub const VERSION: u32 = 1;
 
+/// The signals a client passes on to its command: those a terminal or a
+/// supervisor sends.
+pub const SIGNALS: [i32; 7] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+];
+
 /// Largest message either side reads (an `Exec` carries argv and the
 /// environment).
 pub const MAX_LINE: usize = 1024 * 1024;

@@ -426,18 +426,7 @@ fn exec(
     }
 }
 
-/// Signals a client may pass on to its command: those a terminal or a
-/// supervisor sends.
+/// Signals a client may pass on to its command (and SIGKILL).
 fn forwardable(sig: i32) -> bool {
-    [
-        libc::SIGINT,
-        libc::SIGTERM,
-        libc::SIGHUP,
-        libc::SIGQUIT,
-        libc::SIGUSR1,
-        libc::SIGUSR2,
-        libc::SIGWINCH,
-        libc::SIGKILL,
-    ]
-    .contains(&sig)
+    sig == libc::SIGKILL || super::protocol::SIGNALS.contains(&sig)
 }

@@ -90,3 +90,19 @@ pub fn converse(mut c: std::process::Command, script: &[(&str, &str)]) -> (Optio
     let out = String::from_utf8_lossy(&seen.lock().unwrap()).replace("\r\n", "\n");
     (status.code(), out)
 }
+
+/// Gives the terminal behind `fd` (a pty master) a window size.
+pub fn set_size(fd: &OwnedFd, rows: u16, cols: u16) {
+    use std::os::fd::AsRawFd;
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads the struct we pass; fd is our pty master.
+    assert_eq!(
+        unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) },
+        0
+    );
+}
