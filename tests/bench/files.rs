@@ -159,9 +159,11 @@ pub fn latency(b: &Bench, e: Effort) {
                 || b.helper(&["once", &bare_file]),
             )
         },
-        case("bare FUSE, first open of a new (forked) process", None, || {
-            b.helper(&["chain", "1", &bare_file, k])
-        }),
+        case(
+            "bare FUSE, first open of a new (forked) process",
+            None,
+            || b.helper(&["chain", "1", &bare_file, k]),
+        ),
         Case {
             calls: once,
             ..case(
