@@ -838,3 +838,25 @@ fn another_writer_gets_in_while_the_sink_holds_the_lock() {
     intact(&r);
     assert_eq!(r.entries, allows + 6);
 }
+
+/// `names_of` cuts a long list of names once, as `bound` would, and says
+/// how many were left out; `bound` then keeps it as it is.
+#[test]
+fn names_of_a_huge_file_are_cut_once_and_counted() {
+    let names: Vec<String> = (0..10_000)
+        .map(|i| format!("SERVICE_{i:05}_API_KEY"))
+        .collect();
+    let kept = Event::names_of(&names);
+    let marker = kept.last().unwrap().clone();
+    let listed = kept.len() - 1;
+    assert_eq!(marker, format!("…(+{} more)", names.len() - listed));
+    assert_eq!(kept[..listed], names[..listed]);
+    let mut e = Event {
+        secrets: kept.clone(),
+        ..Event::default()
+    };
+    e.bound();
+    assert_eq!(e.secrets, kept, "bound leaves names_of's cut alone");
+    // A short list is copied whole, with no marker.
+    assert_eq!(Event::names_of(&names[..3]), names[..3].to_vec());
+}
