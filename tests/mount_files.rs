@@ -376,7 +376,7 @@ print(json.dumps({"r": os.access(p, os.R_OK), "w": os.access(p, os.W_OK), "x": o
     let inside = json(&m.run(&["python3", "-c", script, &m.path("TOKEN")]));
     assert_eq!(
         inside,
-        serde_json::json!({"r": true, "w": false, "x": false, "get": "ENODATA", "list": []})
+        serde_json::json!({"r": true, "w": false, "x": false, "get": "ENOTSUP", "list": []})
     );
     let outside = json(
         &std::process::Command::new("python3")

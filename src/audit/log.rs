@@ -1,6 +1,7 @@
 //! The writer. Every append happens under an exclusive flock on
 //! `<vault id>.log.lock` (a separate file: the log itself is renamed on
-//! rotation), writes the whole batch with one `write(2)` on an `O_APPEND`
+//! rotation; the daemon's sink keeps it across a burst of batches, see
+//! `Writer::hold_lock`), writes the whole batch with one `write(2)` on an `O_APPEND`
 //! descriptor and fsyncs it before the lock is released. A failed or short
 //! write is cut back off, so no reader ever sees a writer's partial batch
 //! unless the writer dies mid-write; the next writer then keeps the torn
@@ -370,32 +371,15 @@ pub struct Writer {
     /// open: reopening it for every batch of the daemon's sink cost more
     /// than the write.
     active: Option<File>,
-    /// The lock file, kept open for the same reason (locked only while
-    /// writing).
+    /// The lock file, kept open for the same reason.
     lockf: Option<File>,
+    /// We hold the exclusive lock on `lockf` now.
+    locked: bool,
+    /// Keep the lock after a batch, until `release_lock` (the daemon's
+    /// sink, across a burst of batches); otherwise it is released at once.
+    hold: bool,
     /// `append_unsynced` wrote lines not yet synced.
     unsynced: bool,
-}
-
-/// The held audit lock: released when dropped, the file kept for reuse.
-struct Held(Option<File>);
-
-impl Held {
-    fn release(mut self) -> Option<File> {
-        let f = self.0.take();
-        if let Some(f) = &f {
-            let _ = f.unlock();
-        }
-        f
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        if let Some(f) = &self.0 {
-            let _ = f.unlock();
-        }
-    }
 }
 
 impl Writer {
@@ -429,6 +413,8 @@ impl Writer {
             seen: None,
             active: None,
             lockf: None,
+            locked: false,
+            hold: false,
             unsynced: false,
         })
     }
@@ -477,7 +463,18 @@ impl Writer {
         if !self.unsynced {
             return Ok(());
         }
-        let held = self.lock()?;
+        // A sync leaves the lock as it found it: only batches start a hold
+        // (the sink times holds from its batches).
+        let held = self.locked;
+        self.lock()?;
+        let r = self.sync_locked();
+        if !held {
+            self.unlock();
+        }
+        r
+    }
+
+    fn sync_locked(&mut self) -> Result<()> {
         let synced = match &self.active {
             Some(f) => f.sync_data(),
             // Lost on an error path: sync whatever is active now.
@@ -497,7 +494,6 @@ impl Writer {
         if current.is_some() && current == self.seen {
             self.store_state();
         }
-        self.lockf = held.release();
         Ok(())
     }
 
@@ -506,22 +502,59 @@ impl Writer {
         self.unsynced
     }
 
-    /// Takes the exclusive audit lock on the kept lock file.
-    fn lock(&mut self) -> Result<Held> {
-        match self.lockf.take() {
-            Some(f) => {
-                f.lock().map_err(|e| {
-                    Error::io("cannot lock the audit log", &self.files.lock_path(), e)
-                })?;
-                Ok(Held(Some(f)))
-            }
-            None => lock(&self.files).map(|f| Held(Some(f))),
+    /// Takes the exclusive audit lock on the kept lock file (nothing to do
+    /// while it is held).
+    fn lock(&mut self) -> Result<()> {
+        if self.locked {
+            return Ok(());
         }
+        let f = match self.lockf.take() {
+            Some(f) => f,
+            None => open_lock(&self.files)?,
+        };
+        let r = f.lock();
+        self.lockf = Some(f);
+        r.map_err(|e| Error::io("cannot lock the audit log", &self.files.lock_path(), e))?;
+        self.locked = true;
+        Ok(())
+    }
+
+    fn unlock(&mut self) {
+        if self.locked {
+            if let Some(f) = &self.lockf {
+                let _ = f.unlock();
+            }
+            self.locked = false;
+        }
+    }
+
+    /// Keep the lock across batches until `release_lock` (`on`), or
+    /// release it after each batch as CLI writers do: a burst of batches
+    /// then costs one `flock` pair, not one per batch. Whoever holds it
+    /// must release it within a bounded time: other writers (CLI
+    /// commands) wait for it.
+    pub fn hold_lock(&mut self, on: bool) {
+        self.hold = on;
+        if !on {
+            self.unlock();
+        }
+    }
+
+    /// Lets other writers in; the next batch takes the lock again.
+    pub fn release_lock(&mut self) {
+        self.unlock();
+    }
+
+    /// Whether this writer holds the lock now.
+    pub fn holds_lock(&self) -> bool {
+        self.locked
     }
 
     /// The active file and its metadata: the kept descriptor while the
     /// path still names the file it has open, else a fresh open (another
-    /// writer rotated, or this is the first batch).
+    /// writer rotated, or this is the first batch). Asked even while the
+    /// lock is held across batches: a log moved or replaced by hand (not
+    /// by a writer) must be noticed at the next batch, not written past.
     fn active_file(&mut self) -> Result<(File, Mark)> {
         let p = self.files.active();
         if let (Some(f), Ok(m)) = (self.active.take(), fs::metadata(&p)) {
@@ -570,7 +603,16 @@ impl Writer {
     }
 
     fn write(&mut self, items: Vec<Pending>, sync: bool) -> Result<Anchor> {
-        let held = self.lock()?;
+        self.lock()?;
+        let r = self.write_locked(items, sync);
+        // After a failure the next batch looks at the file afresh.
+        if r.is_err() || !self.hold {
+            self.unlock();
+        }
+        r
+    }
+
+    fn write_locked(&mut self, items: Vec<Pending>, sync: bool) -> Result<Anchor> {
         let (mut f, mut mark) = self.active_file()?;
         let mut buf = Vec::new();
         let mut st = self.state.clone();
@@ -664,7 +706,6 @@ impl Writer {
         } else {
             self.unsynced = true;
         }
-        self.lockf = held.release();
         let a = self.state.anchor().expect("at least one entry was written");
         note_head(&self.id, a);
         Ok(a)
@@ -697,6 +738,7 @@ impl Drop for Writer {
     /// Whatever `append_unsynced` wrote reaches the disk on a clean exit.
     fn drop(&mut self) {
         let _ = self.sync();
+        self.unlock();
     }
 }
 
@@ -776,18 +818,22 @@ fn prepare_dir(dir: &Path) -> Result<()> {
 
 /// Exclusive lock on `<id>.log.lock`, released when the file is dropped.
 fn lock(files: &Files) -> Result<File> {
+    let f = open_lock(files)?;
+    f.lock()
+        .map_err(|e| Error::io("cannot lock the audit log", &files.lock_path(), e))?;
+    Ok(f)
+}
+
+fn open_lock(files: &Files) -> Result<File> {
     let p = files.lock_path();
-    let f = OpenOptions::new()
+    OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
         .open(&p)
-        .map_err(|e| Error::io("cannot open the audit lock", &p, e))?;
-    f.lock()
-        .map_err(|e| Error::io("cannot lock the audit log", &p, e))?;
-    Ok(f)
+        .map_err(|e| Error::io("cannot open the audit lock", &p, e))
 }
 
 fn open_active(files: &Files) -> Result<File> {

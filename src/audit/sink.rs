@@ -98,7 +98,18 @@ struct Queue {
     /// A writer panicked or the background thread is gone.
     dead: bool,
     head: Option<Anchor>,
+    /// Since when the writer holds the log lock across batches (`None`:
+    /// it does not), and when the last batch was written.
+    held_since: Option<Instant>,
+    last_batch: Option<Instant>,
 }
+
+/// The log lock is kept across a burst of batches (no `flock` pair per
+/// batch) and released once no batch came for `HOLD_IDLE`, or
+/// `HOLD_MAX` after it was taken even under load, so that a CLI command
+/// appending to the same log waits at most about that long.
+const HOLD_IDLE: Duration = Duration::from_millis(1);
+const HOLD_MAX: Duration = Duration::from_millis(10);
 
 struct Shared {
     q: Mutex<Queue>,
@@ -161,7 +172,18 @@ impl Shared {
         };
         let mut w = self.writer();
         let res = w.writer.append_unsynced_refs(batch.iter().map(|i| &i.rec));
+        let held = w.writer.holds_lock();
         let mut q = self.lock();
+        let now = Instant::now();
+        q.last_batch = Some(now);
+        if !held {
+            q.held_since = None;
+        } else if q.held_since.is_none() {
+            q.held_since = Some(now);
+            // The background thread may sleep for a whole interval: it
+            // must let go of the lock within HOLD_IDLE.
+            self.wake.notify_one();
+        }
         let end = batch.last().map_or(q.attempted, |i| i.ticket + 1);
         q.attempted = q.attempted.max(end);
         match res {
@@ -282,7 +304,8 @@ impl AuditLog {
     /// daemon may drop its copy of the data key afterwards: the sink keeps
     /// only the evolving audit key). Fails when neither is available.
     pub fn open(id: &VaultId, data_key: Option<&Key32>, opts: SinkOptions) -> Result<AuditLog> {
-        let writer = Writer::open(id, data_key, &opts.log)?;
+        let mut writer = Writer::open(id, data_key, &opts.log)?;
+        writer.hold_lock(true);
         let files = writer.files().clone();
         let shared = Arc::new(Shared {
             q: Mutex::new(Queue {
@@ -482,6 +505,22 @@ fn run(sh: Arc<Shared>) {
             sh.sync();
             return;
         }
+        if let Some(since) = q.held_since
+            && !q.writing
+            && (q.shutdown
+                || since.elapsed() >= HOLD_MAX
+                || q.last_batch.is_none_or(|t| t.elapsed() >= HOLD_IDLE))
+        {
+            drop(q);
+            // Lock order `w` before `q`: with both held, nobody can take
+            // the lock again between the release and the note of it.
+            let mut w = sh.writer();
+            w.writer.release_lock();
+            q = sh.lock();
+            q.held_since = None;
+            drop(w);
+            continue;
+        }
         if q.unsynced && synced_at.elapsed() >= interval {
             drop(q);
             sh.sync();
@@ -507,9 +546,22 @@ fn run(sh: Arc<Shared>) {
         if q.unsynced {
             wait = wait.min(interval.saturating_sub(synced_at.elapsed()));
         }
+        if let Some(since) = q.held_since {
+            let idle = q
+                .last_batch
+                .map_or(Duration::ZERO, |t| HOLD_IDLE.saturating_sub(t.elapsed()));
+            wait = wait
+                .min(idle.max(Duration::from_micros(200)))
+                .min(HOLD_MAX.saturating_sub(since.elapsed()));
+        }
+        let floor = if q.held_since.is_some() {
+            Duration::from_micros(200)
+        } else {
+            Duration::from_millis(1)
+        };
         q = sh
             .wake
-            .wait_timeout(q, wait.max(Duration::from_millis(1)))
+            .wait_timeout(q, wait.max(floor))
             .unwrap_or_else(|e| e.into_inner())
             .0;
     }

@@ -246,15 +246,24 @@ impl<P: ProcSource> Authorizer<P> {
         let Some(first) = self.proc.stat(tgid) else {
             return Decision::deny("process gone");
         };
+        // Read once: at depth 1 the caller is also the command below the
+        // root, and audit and policy share it.
+        let caller_subject = std::cell::OnceCell::new();
         let subject = || {
-            let (exe, cmdline) = self.proc.describe(tgid);
-            Some(Arc::new(Subject {
-                tgid,
-                starttime: first.starttime,
-                exe,
-                cmdline,
-                ..Subject::default()
-            }))
+            Some(
+                caller_subject
+                    .get_or_init(|| {
+                        let (exe, cmdline) = self.proc.describe(tgid);
+                        Arc::new(Subject {
+                            tgid,
+                            starttime: first.starttime,
+                            exe,
+                            cmdline,
+                            ..Subject::default()
+                        })
+                    })
+                    .clone(),
+            )
         };
         let deny = |reason| Decision {
             subject: subject(),
@@ -302,16 +311,20 @@ impl<P: ProcSource> Authorizer<P> {
                 };
             }
             if let Some(g) = grants.iter().find(|g| g.matches(pid, st.starttime, now)) {
-                let command = below.map(|(p, start)| {
-                    let (exe, cmdline) = self.proc.describe(p);
-                    Arc::new(Subject {
-                        tgid: p,
-                        starttime: start,
-                        exe,
-                        cmdline,
-                        ..Subject::default()
-                    })
-                });
+                let command = match below {
+                    Some((p, start)) if (p, start) == (tgid, first.starttime) => subject(),
+                    Some((p, start)) => {
+                        let (exe, cmdline) = self.proc.describe(p);
+                        Some(Arc::new(Subject {
+                            tgid: p,
+                            starttime: start,
+                            exe,
+                            cmdline,
+                            ..Subject::default()
+                        }))
+                    }
+                    None => None,
+                };
                 let expires = Instant::now() + CACHE_TTL;
                 self.remember(&path, 0, epoch, g.id, &command, expires);
                 return Decision {
@@ -333,9 +346,18 @@ impl<P: ProcSource> Authorizer<P> {
                 // The parent pid now names a younger process: reused.
                 return deny("ancestry changed while checking");
             }
-            match self.proc.stat(pid) {
-                Some(again) if again == st => {}
-                _ => return deny("ancestry changed while checking"),
+            // The caller's own step asks its pinned pidfd (one ioctl; a live
+            // anchor is the same process as the stat read before it); a
+            // step further up reads /proc again.
+            let unchanged = match (pid == tgid && below.is_none())
+                .then(|| self.proc.ppid_now(anchor))
+                .flatten()
+            {
+                Some(ppid) => ppid == st.ppid,
+                None => self.proc.stat(pid) == Some(st),
+            };
+            if !unchanged {
+                return deny("ancestry changed while checking");
             }
             below = Some((pid, st.starttime));
             pid = st.ppid;

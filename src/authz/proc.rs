@@ -36,6 +36,12 @@ pub trait ProcSource: Send + Sync + 'static {
     fn alive(&self, a: &Self::Anchor) -> bool;
     /// The process (thread group) of thread `tid`.
     fn tgid(&self, tid: u32, a: &Self::Anchor) -> Option<u32>;
+    /// The current parent of the pinned thread's process, read through the
+    /// anchor (one call, no /proc path). `None` when the thread is gone or
+    /// the source cannot tell; the walk then reads /proc instead.
+    fn ppid_now(&self, _a: &Self::Anchor) -> Option<u32> {
+        None
+    }
     fn stat(&self, pid: u32) -> Option<ProcStat>;
     /// Executable path and command line, for the audit log.
     fn describe(&self, pid: u32) -> (Option<String>, Option<String>);
@@ -146,6 +152,12 @@ impl ProcSource for ProcFs {
             .ok()
     }
 
+    fn ppid_now(&self, a: &PidFd) -> Option<u32> {
+        // PIDFD_GET_INFO fails with ESRCH once the thread has exited, so an
+        // answer is about the very process the anchor pins.
+        a.info().map(|i| i.ppid)
+    }
+
     fn stat(&self, pid: u32) -> Option<ProcStat> {
         parse_stat(&read_prefix(&format!("/proc/{pid}/stat"), 4096)?)
     }
@@ -181,6 +193,9 @@ impl<T: ProcSource> ProcSource for Arc<T> {
     }
     fn tgid(&self, tid: u32, a: &T::Anchor) -> Option<u32> {
         (**self).tgid(tid, a)
+    }
+    fn ppid_now(&self, a: &T::Anchor) -> Option<u32> {
+        (**self).ppid_now(a)
     }
     fn stat(&self, pid: u32) -> Option<ProcStat> {
         (**self).stat(pid)

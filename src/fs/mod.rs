@@ -323,7 +323,7 @@ impl<P: ProcSource> SecretFs<P> {
             reason: Some(d.reason.to_string()),
             project: Some(self.project.clone()),
             file: Some(path.to_string()),
-            secrets: secrets.to_vec(),
+            secrets: Event::names_of(secrets),
             pid: Some(c.pid),
             tgid: d.subject.as_ref().map(|s| s.tgid),
             start_time: d.subject.as_ref().map(|s| s.starttime),

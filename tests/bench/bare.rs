@@ -1,7 +1,10 @@
-//! The mechanism's own cost: a bare fuser filesystem with one 64-byte file
-//! and no authorization, no audit, no snapshots, mounted with the same
-//! options and thread settings as the hushfs daemon (two threads, one
-//! cloned /dev/fuse descriptor each, FOPEN_DIRECT_IO on open).
+//! The mechanism's own cost (the floor of issue 13): a bare fuser
+//! filesystem with one 64-byte file and no authorization, no audit, no
+//! snapshots, mounted with the same options and thread settings as the
+//! hushfs daemon (two threads, one cloned /dev/fuse descriptor each,
+//! FOPEN_DIRECT_IO on every open). It has no flush handler: fuser answers
+//! FLUSH with ENOSYS and the kernel stops sending it, so a close costs one
+//! request (RELEASE), not two.
 
 use std::ffi::OsStr;
 use std::time::{Duration, SystemTime};
@@ -78,17 +81,6 @@ impl Filesystem for Bare {
         let start = (offset as usize).min(self.content.len());
         let end = (start + size as usize).min(self.content.len());
         reply.data(&self.content[start..end]);
-    }
-
-    fn flush(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _lo: LockOwner,
-        reply: ReplyEmpty,
-    ) {
-        reply.ok();
     }
 
     fn release(

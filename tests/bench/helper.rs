@@ -17,6 +17,7 @@ pub fn main(args: &[String]) -> i32 {
     match arg(0) {
         "loop" => open_loop(arg(1), num(2), arg(3)),
         "chain" => chain(num(1), arg(2), num(3), arg(4) == "deny"),
+        "once" => once(arg(1)),
         "readers" => readers(num(1), arg(2), num(3)),
         "fifo-writer" => fifo_writer(arg(1), arg(2).as_bytes()),
         "bare-fs" => crate::bare::serve(arg(1), num(2)),
@@ -136,6 +137,19 @@ fn chain(depth: usize, path: &str, k: usize, deny: bool) -> i32 {
         out += &format!("{ns}\n");
     }
     println!("{out}errors {errors}");
+    0
+}
+
+/// This process's first open + read + close of `path`, timed: a freshly
+/// exec'd process (for depth 1, `hushfs run` starts one per sample).
+fn once(path: &str) -> i32 {
+    let c = CString::new(path).expect("path");
+    let mut buf = vec![0u8; 4096];
+    let t = Instant::now();
+    let r = read_file(&c, &mut buf);
+    let dt = t.elapsed().as_nanos();
+    let errors = u32::from(r.is_err());
+    println!("{dt}\nerrors {errors}");
     0
 }
 

@@ -35,7 +35,7 @@ pub fn projects(b: &Bench, e: Effort) {
             "secrets",
             "mount ready (median)",
             "mount ready (max)",
-            "`ls -l` (median)",
+            "cold `ls -l` (median)",
             "read `.env` (median)",
             "`.env` size",
             "daemon RSS",
@@ -43,7 +43,7 @@ pub fn projects(b: &Bench, e: Effort) {
         ],
     );
     let reps = if e.quick { 2 } else { 7 };
-    let mut at10k = (0, 0);
+    let mut at10k = (0, 0, 0);
     for n in [10usize, 1000, 10_000] {
         let p = make_project(b, n);
         let dir = b.tmp.path().join(format!("mnt-{p}"));
@@ -55,6 +55,9 @@ pub fn projects(b: &Bench, e: Effort) {
         b.mount(&dir, &p);
         let mut ls = Samples::default();
         for _ in 0..reps {
+            // Cold: the kernel's 1 s entry and attribute cache has lapsed,
+            // so every name and size comes from the daemon again.
+            std::thread::sleep(std::time::Duration::from_millis(1100));
             let t0 = Instant::now();
             let st = Command::new("ls")
                 .arg("-l")
@@ -70,7 +73,7 @@ pub fn projects(b: &Bench, e: Effort) {
         assert_eq!(out.errors(), 0, "reading .env of {p}");
         let (now, peak) = rss(b.daemon_pid(&dir));
         if n == 10_000 {
-            at10k = (ready.median(), now.max(peak));
+            at10k = (ready.median(), ls.median(), now.max(peak));
         }
         t.row(vec![
             format!("{n}"),
@@ -84,15 +87,18 @@ pub fn projects(b: &Bench, e: Effort) {
         ]);
         b.umount(&dir);
     }
-    let (ready, mem) = at10k;
+    let (ready, ls, mem) = at10k;
     let ok = |m: bool| if m { "met" } else { "**missed**" };
     t.note(format!(
         "Mount ready = wall time of `hushfs mount` (key cached in the keychain) until it \
-         returns with the mount serving. Targets at 10,000 secrets: ready ≤ 200 ms — {} ({}); \
-         RSS ≤ 32 MiB — {} ({}).",
-        ok(ready <= 200_000_000),
+         returns with the mount serving. Cold `ls -l` = after the 1 s entry/attribute cache \
+         lapsed. Targets at 10,000 secrets (issue 13): ready ≤ 100 ms — {} ({}); \
+         cold `ls -l` ≤ 150 ms — {} ({}); RSS ≤ 24 MiB — {} ({}).",
+        ok(ready <= 100_000_000),
         time(ready),
-        ok(mem <= 32 << 20),
+        ok(ls <= 150_000_000),
+        time(ls),
+        ok(mem <= 24 << 20),
         mib(mem)
     ));
     t.print();
