@@ -8,6 +8,7 @@
 //! docs/BENCHMARKS.md has the method and the latest table. Needs root (or
 //! fusermount3) and /dev/fuse, like the mount tests.
 
+mod agent;
 mod bare;
 mod files;
 mod guards;
@@ -54,7 +55,7 @@ fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-        .unwrap_or_else(|| (1..=8).collect());
+        .unwrap_or_else(|| (1..=9).collect());
 
     let b = setup::Bench::new();
     println!("{}", b.machine());
@@ -78,5 +79,8 @@ fn main() {
     }
     if only.contains(&8) {
         guards::audit(&b, effort);
+    }
+    if only.contains(&9) {
+        agent::agent(&b, effort);
     }
 }
