@@ -275,6 +275,22 @@ fn a_same_uid_process_gets_no_key_and_no_value() {
         "{text:?}"
     );
     assert!(text.iter().any(|t| t.contains("app/TOKEN")), "{text:?}");
+    // What `run` starts (told to find the agent elsewhere, too) sees none
+    // of the agent's keys.
+    assert!(
+        !text
+            .iter()
+            .any(|t| t.contains("hushfs:vault") || t.contains("hushfs:audit")),
+        "a command run through the agent possesses its keyring: {text:?}"
+    );
+    // The agent runs only the commands that use the cached key.
+    for t in decoded(&r["refused"]) {
+        assert!(
+            contains(&t, b"runs only the commands that use the cached key"),
+            "{}",
+            String::from_utf8_lossy(&t)
+        );
+    }
 
     // 4. The agent's and the daemon's memory, environment and fds.
     for pid in [agent, daemon] {

@@ -95,31 +95,56 @@ pub fn adopt_session() {
     let claimed: Option<i32> = claimed.to_str().and_then(|s| s.parse().ok());
     let mine = crate::sys::keyring::session_serial();
     if claimed.is_none() || claimed != mine {
+        // A forged or stale variable: not the agent's keyring.
+        close_given_key();
         return;
     }
-    if let Some((_, keyring)) = hello(&super::socket_path())
-        && Some(keyring) == mine
-    {
-        crate::sys::keyring::set_trusted(keyring);
-        take_given_key();
+    match hello(&super::socket_path()) {
+        Some((_, keyring)) if Some(keyring) == mine => {
+            crate::sys::keyring::set_trusted(keyring);
+            take_given_key();
+        }
+        // We hold the agent's keyring but cannot confirm it (the agent is
+        // gone or busy): leave it at once, so that nothing this process
+        // starts possesses it, and run as outside the agent.
+        _ => {
+            close_given_key();
+            if crate::sys::keyring::join_new_session().is_err() {
+                eprintln!("hushfs: cannot leave the agent's keyring; stopping");
+                std::process::exit(crate::error::exit::USAGE);
+            }
+        }
     }
+}
+
+/// Drops a handed-over key unread (this process is not trusted with it).
+fn close_given_key() {
+    if let Some(fd) = given_key_fd() {
+        // SAFETY: the fd is open (checked) and was put there for this
+        // process to consume; closing it is all we do with it.
+        drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+    }
+}
+
+/// The fd named by `HUSHFS_GIVEN_KEY_FD`, if open; the variable is removed
+/// so that nothing this command starts looks for it (a daemon has its own
+/// fd 3).
+fn given_key_fd() -> Option<i32> {
+    let var = std::env::var_os(super::server::KEY_FD_ENV)?;
+    // SAFETY: called from `cli::run` at start, before any thread exists.
+    unsafe { std::env::remove_var(super::server::KEY_FD_ENV) };
+    let fd = var.to_str()?.parse::<i32>().ok()?;
+    // SAFETY: F_GETFD only checks that the fd is open.
+    (unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0).then_some(fd)
 }
 
 /// The key a client handed over for this one command (fd named by
 /// `HUSHFS_GIVEN_KEY_FD`): read now and the fd closed, so nothing this
 /// command starts inherits it.
 fn take_given_key() {
-    let var = std::env::var_os(super::server::KEY_FD_ENV);
-    // Not for whatever this command starts (a daemon has its own fd 3).
-    // SAFETY: called from `cli::run` at start, before any thread exists.
-    unsafe { std::env::remove_var(super::server::KEY_FD_ENV) };
-    let Some(fd) = var.and_then(|v| v.to_str().and_then(|s| s.parse::<i32>().ok())) else {
+    let Some(fd) = given_key_fd() else {
         return;
     };
-    // SAFETY: F_GETFD only checks that the fd is open.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return;
-    }
     // SAFETY: the agent put this pipe at `fd` for us to consume; we are its
     // only owner and close it after reading.
     let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };

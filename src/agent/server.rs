@@ -30,6 +30,9 @@ use crate::vault::{Sealed, keychain};
 /// Most connections served at once; more are answered with an error and
 /// closed, so a flood cannot exhaust threads.
 const MAX_CONNS: usize = 256;
+/// Most commands running through the agent at once. A running command
+/// does not hold one of the connection slots above.
+const MAX_EXECS: usize = 64;
 /// A request (other than the signals that follow an `Exec`) must arrive
 /// whole within this time.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
@@ -66,15 +69,17 @@ pub fn is_unsafe_env(name: &[u8]) -> bool {
 
 struct Agent {
     keyring: i32,
-    /// The binary to run commands with: this one.
-    exe: PathBuf,
+    /// Which command lines the agent runs (those the CLI sends it).
+    may_run: fn(&[Vec<u8>]) -> bool,
+    /// Commands running now.
+    execs: AtomicUsize,
     conns: AtomicUsize,
     me: u32,
 }
 
 /// Runs the agent until its socket goes away. `ready` gets "ok" once the
 /// socket is listening (or the reason it cannot start).
-pub fn serve(ready: Option<File>) -> Result<i32> {
+pub fn serve(ready: Option<File>, may_run: fn(&[Vec<u8>]) -> bool) -> Result<i32> {
     let r = start();
     let (listener, path, ino) = match r {
         Ok(x) => x,
@@ -91,7 +96,8 @@ pub fn serve(ready: Option<File>) -> Result<i32> {
     let keyring = crate::sys::keyring::trusted().expect("set by start");
     let agent = Arc::new(Agent {
         keyring,
-        exe: own_exe(),
+        may_run,
+        execs: AtomicUsize::new(0),
         conns: AtomicUsize::new(0),
         // SAFETY: geteuid has no preconditions.
         me: unsafe { libc::geteuid() },
@@ -130,21 +136,6 @@ pub fn serve(ready: Option<File>) -> Result<i32> {
         }
     }
     Ok(0)
-}
-
-/// This binary's path, while it is still the file this process runs (so
-/// children show as `hushfs`); else `/proc/self/exe`, which is.
-fn own_exe() -> PathBuf {
-    let same = |p: &Path| {
-        matches!(
-            (std::fs::metadata(p), std::fs::metadata("/proc/self/exe")),
-            (Ok(a), Ok(b)) if a.dev() == b.dev() && a.ino() == b.ino()
-        )
-    };
-    match std::env::current_exe() {
-        Ok(p) if same(&p) => p,
-        _ => PathBuf::from("/proc/self/exe"),
-    }
 }
 
 /// Hardening, the keyring, the socket.
@@ -329,7 +320,51 @@ fn exec(
         return;
     };
     let key_fd = fds.next();
-    let mut c = Command::new(&a.exe);
+    if !(a.may_run)(&args) {
+        let _ = wire::send(
+            s,
+            &Response::err("the agent runs only the commands that use the cached key"),
+            &[],
+        );
+        return;
+    }
+    if a.execs.fetch_add(1, Ordering::SeqCst) >= MAX_EXECS {
+        a.execs.fetch_sub(1, Ordering::SeqCst);
+        let _ = wire::send(s, &Response::err(super::client::BUSY), &[]);
+        return;
+    }
+    // A running command holds an exec slot, not a connection slot.
+    a.conns.fetch_sub(1, Ordering::SeqCst);
+    run_command(
+        a,
+        s,
+        reader,
+        args,
+        cwd,
+        env,
+        umask,
+        [stdin, stdout, stderr],
+        key_fd,
+    );
+    a.conns.fetch_add(1, Ordering::SeqCst);
+    a.execs.fetch_sub(1, Ordering::SeqCst);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_command(
+    a: &Agent,
+    s: &UnixStream,
+    reader: &mut Reader,
+    args: Vec<Vec<u8>>,
+    cwd: Vec<u8>,
+    env: Vec<(Vec<u8>, Vec<u8>)>,
+    umask: u32,
+    [stdin, stdout, stderr]: [OwnedFd; 3],
+    key_fd: Option<OwnedFd>,
+) {
+    // This process's own image, never the file now at its path (which
+    // someone may have replaced since the agent started).
+    let mut c = Command::new("/proc/self/exe");
     c.arg0("hushfs")
         .args(args.iter().map(|a| OsStr::from_bytes(a)))
         .env_clear()
@@ -339,6 +374,17 @@ fn exec(
                 .map(|(k, v)| (OsStr::from_bytes(k), OsStr::from_bytes(v))),
         )
         .env(KEYRING_ENV, a.keyring.to_string())
+        // Where the command finds this agent: the agent's own places, not
+        // ones the client chose (a Hello sent elsewhere would fail and
+        // leave the command in the keyring, untrusted).
+        .env_remove("XDG_RUNTIME_DIR")
+        .envs(std::env::var_os("XDG_RUNTIME_DIR").map(|v| ("XDG_RUNTIME_DIR", v)))
+        .envs(
+            std::env::var_os("XDG_RUNTIME_DIR")
+                .is_none()
+                .then(|| std::env::var_os("TMPDIR").map(|v| ("TMPDIR", v)))
+                .flatten(),
+        )
         .current_dir(OsStr::from_bytes(&cwd))
         .stdin(Stdio::from(stdin))
         .stdout(Stdio::from(stdout))

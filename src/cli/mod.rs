@@ -137,11 +137,26 @@ fn via(c: &Command) -> Via {
         | Command::Status(_)
         | Command::Run(run::RunArgs { mount: Some(_), .. })
         | Command::Scan(_)
-        | Command::Source(_)
+        | Command::Source(source::SourceArgs {
+            cmd: source::SourceCmd::Show(_),
+        })
         | Command::Audit(_)
         | Command::Policy(policy::PolicyCmd::Show { .. }) => Via::Unlocked,
         Command::Mount(_) | Command::Run(_) => Via::Daemon,
         _ => Via::Here,
+    }
+}
+
+/// Whether the agent runs this command line for a client: only the
+/// commands the CLI hands it (never `demo`, `__serve`, `unlock`...), and
+/// never with `--passphrase-fd`.
+fn agent_may_run(args: &[Vec<u8>]) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let argv = std::iter::once(std::ffi::OsStr::new("hushfs"))
+        .chain(args.iter().map(|a| std::ffi::OsStr::from_bytes(a)));
+    match Cli::try_parse_from(argv) {
+        Ok(cli) => cli.passphrase_fd.is_none() && !matches!(via(&cli.command), Via::Here),
+        Err(_) => false,
     }
 }
 
@@ -158,8 +173,20 @@ fn through_agent(cli: &Cli, ctx: &Ctx, args: &[std::ffi::OsString]) -> Option<Re
     let unlocked = || crate::agent::client::unlocked(&ctx.vault).is_some_and(|(u, _)| u);
     match via(&cli.command) {
         Via::Here => None,
-        Via::Reachable => crate::agent::client::hello(&crate::agent::socket_path())
-            .map(|_| crate::agent::client::forward(args, None)),
+        Via::Reachable => match crate::agent::client::hello(&crate::agent::socket_path()) {
+            Some(_) => Some(crate::agent::client::forward(args, None)),
+            // An agent that does not answer may still hold the key: `lock`
+            // must not say "already locked" then.
+            None if matches!(cli.command, Command::Lock)
+                && crate::agent::socket_path().exists() =>
+            {
+                Some(Err(Error::Denied(
+                    "the agent did not answer, so the cached key may remain: run `hushfs lock` again                      (or stop the agent: `pkill -f 'hushfs __agent'`)"
+                        .into(),
+                )))
+            }
+            None => None,
+        },
         Via::Unlocked => unlocked().then(|| crate::agent::client::forward(args, None)),
         Via::Daemon if unlocked() => Some(crate::agent::client::forward(args, None)),
         Via::Daemon => Some((|| {
@@ -196,7 +223,9 @@ pub fn run(cli: Cli, args: &[std::ffi::OsString]) -> Result<i32> {
         return r;
     }
     match cli.command {
-        Command::Agent => crate::agent::server::serve(crate::daemon::spawn::ready_fd()),
+        Command::Agent => {
+            crate::agent::server::serve(crate::daemon::spawn::ready_fd(), agent_may_run)
+        }
         Command::Init(a) => vault_cmds::init(&ctx, a),
         Command::Set(a) => secrets::set(&ctx, a),
         Command::Ls(a) => secrets::ls(&ctx, a),

@@ -123,7 +123,11 @@ pub fn passwd(ctx: &Ctx, a: PasswdArgs) -> Result<i32> {
 /// in the agent (these commands run here, with the passphrase).
 fn forget(ctx: &Ctx, id: &str) {
     let _ = keychain::clear(id);
-    crate::agent::client::forget(&ctx.vault);
+    if !crate::agent::client::forget(&ctx.vault) && crate::agent::socket_path().exists() {
+        eprintln!(
+            "hushfs: warning: the agent did not confirm that it forgot the old key: run `hushfs lock`"
+        );
+    }
 }
 
 pub fn rekey(ctx: &Ctx) -> Result<i32> {

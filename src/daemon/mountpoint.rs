@@ -103,7 +103,11 @@ pub fn inspect(dir: &Path, live_daemon: bool) -> Result<State> {
 
 /// The fusermount3 binary, honouring FUSERMOUNT_PATH like fuser does.
 pub fn fusermount() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("FUSERMOUNT_PATH") {
+    // Not in the agent's keyring session: the program runs with our
+    // privileges there, so only the system's PATH decides.
+    if let Some(p) =
+        std::env::var_os("FUSERMOUNT_PATH").filter(|_| crate::sys::keyring::trusted().is_none())
+    {
         let p = PathBuf::from(p);
         return p.is_file().then_some(p);
     }

@@ -81,7 +81,11 @@ pub fn spawn(s: &Spawn, key: &Key32) -> Result<u32> {
     c.env("PATH", crate::agent::SAFE_PATH);
     // fuser also runs FUSERMOUNT_PATH: keep it only when it names nothing
     // or a root-owned file nobody else may change.
-    if let Some(p) = std::env::var_os("FUSERMOUNT_PATH") {
+    // In the agent's keyring session it is never kept: whatever it names
+    // could be changed after this check (a link, a writable parent).
+    if crate::sys::keyring::trusted().is_some() {
+        c.env_remove("FUSERMOUNT_PATH");
+    } else if let Some(p) = std::env::var_os("FUSERMOUNT_PATH") {
         use std::os::unix::fs::MetadataExt;
         let safe = match std::fs::metadata(&p) {
             Err(_) => true,

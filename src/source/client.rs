@@ -419,6 +419,9 @@ impl Client {
             // addresses, so the token never goes to a host the user did
             // not name.
             .max_redirects(0)
+            // No proxy from the environment (HTTPS_PROXY in a forwarded
+            // command's environment would route the token elsewhere).
+            .proxy(None)
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_global(Some(REQUEST_TIMEOUT))
             .user_agent(concat!("hushfs/", env!("CARGO_PKG_VERSION")))

@@ -206,6 +206,22 @@ pub fn resolve(vault: &Secrets, project: &str, config: &Config) -> Result<Spec> 
             })
         }
         None => match &config.remote {
+            // Run by the agent on the cached key, nobody typed anything: the
+            // stored credentials go only to a server recorded in the vault
+            // (`source set`, which needs the passphrase), never to one a
+            // file in some directory names.
+            Some(settings)
+                if settings.token_file.is_none() && crate::vault::keychain::available() =>
+            {
+                Err(Error::Denied(format!(
+                    "{} names the OpenBao server of {project}; with the cached key the vault's \
+                     credentials go only to a server recorded in the vault: run `hushfs source set \
+                     {project} --openbao URL --path P` once (it asks for the passphrase), or give \
+                     --token-file in {}",
+                    config.source_name(),
+                    config.source_name()
+                )))
+            }
             Some(settings) => Ok(Spec::OpenBao {
                 settings: settings.clone(),
                 origin: config.source_name(),

@@ -62,7 +62,14 @@ pub fn agent(b: &Bench, e: Effort) {
     }
     let mut t = Table::new(
         "9. through the agent (unlocked): commands run as the agent's children",
-        &["command", "median", "p99", "added over `env true`", "target", "met"],
+        &[
+            "command",
+            "median",
+            "p99",
+            "added over `env true`",
+            "target",
+            "met",
+        ],
     );
     let base = s[0].median();
     for (i, (name, target, _)) in cases.iter().enumerate() {

@@ -113,10 +113,11 @@ for op in ["status", "reload", "grant_self", "nonsense"]:
 
 # Commands hushfs runs for us through the agent: they answer with names, or
 # with what the mount's redaction lets through; never the value.
-def via_agent(args):
+def via_agent(args, extra_env=None):
     r, w = os.pipe()
     devnull = os.open("/dev/null", os.O_RDONLY)
-    env = [[list(k.encode()), list(v.encode())] for k, v in os.environ.items()]
+    environ = dict(os.environ, **(extra_env or {}))
+    env = [[list(k.encode()), list(v.encode())] for k, v in environ.items()]
     msg = {"v": 1, "op": "exec", "args": [list(a.encode()) for a in args],
            "cwd": list(os.getcwd().encode()), "env": env, "umask": 0o22}
     ans = exchange(agent_sock, json.dumps(msg).encode() + b"\n",
@@ -139,6 +140,18 @@ for args in (["ls"], ["status", "--json"], ["audit", "show"],
               "keyctl show @s; for k in $(keyctl rlist @s); do keyctl pipe $k; done"],
              ["scan", "-"]):
     report["answers"].append(base64.b64encode(via_agent(args)).decode())
+# Commands the agent must not run for anyone (they start programs, or are
+# internal), and a run told to look for the agent elsewhere: its command
+# must still hold none of the agent's keys.
+for args in (["demo"], ["__serve", "--mountpoint", mountdir], ["__agent"], ["unlock"]):
+    report["refused"] = report.get("refused", []) + [
+        base64.b64encode(via_agent(args)).decode()]
+os.makedirs("/tmp/hushfs-attacker-%d/hushfs" % os.getuid(), exist_ok=True)
+report["answers"].append(base64.b64encode(via_agent(
+    ["run", "--mount", mountdir, "--", "sh", "-c", "keyctl show @s"],
+    {"XDG_RUNTIME_DIR": "/tmp/hushfs-attacker-%d" % os.getuid(),
+     "FUSERMOUNT_PATH": "/tmp/hushfs-attacker-fusermount",
+     "LD_PRELOAD": "/tmp/hushfs-attacker.so"})).decode())
 
 # 3. /proc and pidfd_getfd on hushfs's own processes.
 libc = ctypes.CDLL(None, use_errno=True)
