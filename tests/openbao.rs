@@ -1264,3 +1264,36 @@ fn a_secret_deleted_on_the_server_stops_serving_and_lock_drops_everything() {
     assert_nowhere(&m, "pw-after", &[]);
     m.env.ok(&["lock"]);
 }
+
+/// Stored credentials stay with the servers they were given for: pointing
+/// the source at another address without new credentials removes them, so
+/// a process that can run `source set` (the agent runs it on the cached
+/// key) cannot send the token to a server of its choosing.
+#[test]
+fn a_new_server_address_drops_the_stored_credentials() {
+    let env = env_for("http://127.0.0.1:8200", ROOT, &[]);
+    let creds = |env: &Env| env.secrets().project("app").unwrap().credentials.len();
+    assert_eq!(creds(&env), 1);
+    // A new CA for the same server keeps the token.
+    let pem = env.path("ca.pem");
+    std::fs::write(&pem, "not checked until a fetch\n").unwrap();
+    let _ = env.run(&["source", "set", "app", "--ca-file", pem.to_str().unwrap()]);
+    assert_eq!(creds(&env), 1);
+    let o = env.run(&[
+        "source",
+        "set",
+        "app",
+        "--openbao",
+        "http://127.0.0.1:9",
+        "--path",
+        "secret/app",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("stored credentials of app were removed"),
+        "{err}"
+    );
+    assert!(!err.contains(ROOT), "{err}");
+    assert_eq!(creds(&env), 0);
+}

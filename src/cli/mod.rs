@@ -137,9 +137,7 @@ fn via(c: &Command) -> Via {
         | Command::Status(_)
         | Command::Run(run::RunArgs { mount: Some(_), .. })
         | Command::Scan(_)
-        | Command::Source(source::SourceArgs {
-            cmd: source::SourceCmd::Show(_),
-        })
+        | Command::Source(_)
         | Command::Audit(_)
         | Command::Policy(policy::PolicyCmd::Show { .. }) => Via::Unlocked,
         Command::Mount(_) | Command::Run(_) => Via::Daemon,

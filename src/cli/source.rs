@@ -269,6 +269,13 @@ fn set_setting(v: &mut Secrets, project: &str, s: Stored) {
         .insert(src::FIELD.to_string(), value);
 }
 
+/// What a stored credential is trusted to: the servers it is sent to. (A
+/// new CA file for the same servers keeps them: reaching another host
+/// needs a new address.)
+fn trust_of(s: &src::openbao::Settings) -> Vec<String> {
+    s.addresses.clone()
+}
+
 /// Removes the credentials that `keep` does not use.
 fn prune_credentials(v: &mut Secrets, project: &str, keep: &[&str]) -> bool {
     let Some(p) = v.projects.get_mut(project) else {
@@ -300,6 +307,7 @@ pub fn set(ctx: &Ctx, a: SetArgs) -> Result<i32> {
         };
         Ok((spec, warn))
     };
+    let mut dropped = false;
     let ((spec, warning), mut rec) = unlock::modify(&ctx.vault, &ctx.keys, |v| {
         let rec = super::audit::recorder(v)?;
         let mut changed = false;
@@ -312,7 +320,15 @@ pub fn set(ctx: &Ctx, a: SetArgs) -> Result<i32> {
             Some(Stored::Openbao(s)) => Some(s),
             _ => config.remote.clone(),
         };
+        let before = base.as_ref().map(trust_of);
         if let Some(s) = settings_from_flags(&a, base)? {
+            // Credentials stored for one server never go to another: new
+            // addresses drop them unless new ones come with
+            // it (the agent runs `source set` on the cached key, so this is
+            // what keeps a same-uid process from re-pointing the token).
+            if before.as_ref() != Some(&trust_of(&s)) && creds.is_none() {
+                dropped = prune_credentials(&mut v.secrets, &project, &[]);
+            }
             set_setting(&mut v.secrets, &project, Stored::Openbao(s));
             changed = true;
         }
@@ -345,6 +361,12 @@ pub fn set(ctx: &Ctx, a: SetArgs) -> Result<i32> {
     ev.reason = Some(describe_spec(&spec));
     super::audit::record(&mut rec, ev)?;
     out(&format!("source of {project}: {}\n", describe_spec(&spec)))?;
+    if dropped {
+        eprintln!(
+            "hushfs: the stored credentials of {project} were removed: they were for another \
+             server; give them again with `hushfs source set {project} --token` (or --approle)"
+        );
+    }
     // Saved either way (credentials may follow in a second step), but say
     // now what a mount would stumble on.
     if let Some(w) = warning {
