@@ -526,3 +526,38 @@ fn the_keychain_keeps_the_log_keyed_while_locked() {
     let out = e.ok(&["audit", "verify"]);
     assert!(out.contains("the keychain (seq 4): matches"), "{out}");
 }
+
+/// Every scan is recorded with how many values it found, never which or
+/// the input: repeated guessing through `scan` shows up in the log.
+#[test]
+fn scans_are_recorded_without_what_they_found() {
+    let e = Env::new();
+    e.set("p/TOKEN", b"scan-audit-value-123");
+    let o = e.run_stdin(&["scan", "-"], b"x scan-audit-value-123 y\n");
+    assert_eq!(o.status.code(), Some(1));
+    let o = e.run_stdin(&["scan", "-"], b"nothing here\n");
+    assert_eq!(o.status.code(), Some(0));
+    let scans: Vec<serde_json::Value> = entries(&e)
+        .into_iter()
+        .filter(|v| v["event"] == "scan")
+        .collect();
+    assert_eq!(scans.len(), 2, "{scans:?}");
+    assert!(
+        scans[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("1 managed value(s)")
+    );
+    assert!(
+        scans[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("0 managed value(s)")
+    );
+    let log = std::fs::read_to_string(e.audit_dir().join(format!(
+        "{}.log",
+        hushfs::audit::chain::hex(&e.open().unwrap().header.vault_id)
+    )))
+    .unwrap();
+    assert!(!log.contains("scan-audit-value"), "{log}");
+}

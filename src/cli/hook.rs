@@ -266,7 +266,7 @@ fn run(ctx: &Ctx, a: RunHookArgs) -> Result<i32> {
             ("push", Some(push_revs(remote, &input)))
         }
     };
-    let Some(m) = matcher(ctx, &a.values)? else {
+    let Some((m, mut rec)) = matcher(ctx, &a.values)? else {
         return Ok(0);
     };
     let n = match revsets {
@@ -280,6 +280,7 @@ fn run(ctx: &Ctx, a: RunHookArgs) -> Result<i32> {
             n
         }
     };
+    super::scan::record_scan(&mut rec, &format!("{what} hook"), n)?;
     if n > 0 {
         summary(
             n,

@@ -40,9 +40,10 @@ pub struct ValueArgs {
     pub allow_locked: bool,
 }
 
-/// The matcher over the values to look for; `None` when the vault is
-/// locked and `--allow-locked` lets that pass (after a warning).
-pub fn matcher(ctx: &Ctx, v: &ValueArgs) -> Result<Option<Matcher>> {
+/// The matcher over the values to look for, and the audit writer the scan
+/// is recorded with; `None` when the vault is locked and `--allow-locked`
+/// lets that pass (after a warning).
+pub fn matcher(ctx: &Ctx, v: &ValueArgs) -> Result<Option<(Matcher, crate::audit::Writer)>> {
     if let Some(p) = &v.project {
         names::validate("project", p)?;
     }
@@ -88,7 +89,17 @@ pub fn matcher(ctx: &Ctx, v: &ValueArgs) -> Result<Option<Matcher>> {
             m.unscannable().join(", ")
         );
     }
-    Ok(Some(m))
+    Ok(Some((m, super::audit::recorder(&vault)?)))
+}
+
+/// Every scan is in the audit log with what it looked at and how many
+/// values it found (never which input): a scan answers "is this a value?",
+/// so repeated guessing through it shows up. A scan the log cannot record
+/// is refused.
+pub fn record_scan(w: &mut crate::audit::Writer, what: &str, hits: usize) -> Result<()> {
+    let mut ev = super::audit::event("scan");
+    ev.reason = Some(format!("{what}: {hits} managed value(s) found"));
+    super::audit::record(w, ev)
 }
 
 /// One finding, as printed.
@@ -230,7 +241,7 @@ pub fn scan(ctx: &Ctx, a: ScanArgs) -> Result<i32> {
         ));
     }
     let revs = a.range.as_deref().map(range_revs).transpose()?;
-    let Some(m) = matcher(ctx, &a.values)? else {
+    let Some((m, mut rec)) = matcher(ctx, &a.values)? else {
         return Ok(0);
     };
     let (n, what, failed) = if a.staged {
@@ -250,6 +261,7 @@ pub fn scan(ctx: &Ctx, a: ScanArgs) -> Result<i32> {
         let (n, failed) = report_paths(&Arc::new(m), &a.paths)?;
         (n, "the files", failed)
     };
+    record_scan(&mut rec, what, n)?;
     summary(n, what);
     Ok(if n > 0 {
         1
