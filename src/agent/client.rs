@@ -282,8 +282,24 @@ pub fn store(vault: &Path, key: &Key32, ttl: Duration) -> Result<()> {
 
 /// Runs `hushfs ARGS` in the agent with our stdin, stdout and stderr, and
 /// returns its exit code. Signals sent to us go on to it. `key`, if given,
-/// is handed to that command alone (through a pipe), not cached.
-pub fn forward(args: &[OsString], key: Option<&Key32>) -> Result<i32> {
+/// is handed to that command alone (through a pipe), not cached. With
+/// `if_unlocked`, only when the agent runs and holds that vault's key:
+/// `Ok(None)` otherwise (the caller then runs the command itself).
+pub fn forward(
+    args: &[OsString],
+    key: Option<&Key32>,
+    if_unlocked: Option<&Path>,
+) -> Result<Option<i32>> {
+    let if_unlocked = match if_unlocked {
+        Some(v) => match std::path::absolute(v)
+            .ok()
+            .and_then(|p| p.to_str().map(String::from))
+        {
+            Some(v) => Some(v),
+            None => return Ok(None),
+        },
+        None => None,
+    };
     let cwd = std::env::current_dir()
         .map_err(|e| Error::Other(format!("cannot read the current directory: {e}")))?;
     // SAFETY: umask only swaps the process mask; set it straight back.
@@ -299,13 +315,20 @@ pub fn forward(args: &[OsString], key: Option<&Key32>) -> Result<i32> {
             .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
             .collect(),
         umask,
+        if_unlocked: if_unlocked.clone(),
     };
     let mut signals = signal_hook::iterator::Signals::new(super::protocol::SIGNALS)
         .map_err(|e| Error::Other(format!("cannot handle signals: {e}")))?;
     let until = Instant::now() + ANSWER;
     let (s, mut reader) = loop {
-        let s = connect(&super::socket_path())
-            .ok_or_else(|| Error::Other("the agent went away: run the command again".into()))?;
+        let Some(s) = connect(&super::socket_path()) else {
+            if if_unlocked.is_some() {
+                return Ok(None);
+            }
+            return Err(Error::Other(
+                "the agent went away: run the command again".into(),
+            ));
+        };
         let pipe = match key {
             Some(k) => Some(key_pipe(k)?),
             None => None,
@@ -317,6 +340,7 @@ pub fn forward(args: &[OsString], key: Option<&Key32>) -> Result<i32> {
         let mut reader = Reader::default();
         match reader.recv::<Response>(&s, Some(Instant::now() + ANSWER)) {
             Ok(Got::Msg(Response::Started { .. }, _)) if sent.is_ok() => break (s, reader),
+            Ok(Got::Msg(Response::Unlocked { .. }, _)) if if_unlocked.is_some() => return Ok(None),
             Ok(Got::Msg(Response::Err { error }, _)) if error == BUSY && Instant::now() < until => {
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -350,7 +374,7 @@ pub fn forward(args: &[OsString], key: Option<&Key32>) -> Result<i32> {
     handle.close();
     let _ = relay.join();
     match r {
-        Ok(Got::Msg(Response::Exit { code }, _)) => Ok(code),
+        Ok(Got::Msg(Response::Exit { code }, _)) => Ok(Some(code)),
         _ => Err(Error::Other(
             "lost the agent while the command ran: its outcome is unknown".into(),
         )),

@@ -50,6 +50,11 @@ pub enum Request {
         cwd: Vec<u8>,
         env: Vec<(Vec<u8>, Vec<u8>)>,
         umask: u32,
+        /// Only if the vault at this path is unlocked here; otherwise the
+        /// answer is `Unlocked { unlocked: false }` and nothing runs (one
+        /// round trip instead of asking first).
+        #[serde(default)]
+        if_unlocked: Option<String>,
     },
     /// Deliver a signal to the command of this connection's `Exec`.
     Signal { signal: i32 },

@@ -227,9 +227,23 @@ fn handle(a: &Agent, s: UnixStream) {
                 cwd,
                 env,
                 umask,
+                if_unlocked,
             },
             fds,
         ) => {
+            if let Some(v) = if_unlocked {
+                let r = unlocked(&v);
+                if matches!(
+                    r,
+                    Response::Unlocked {
+                        unlocked: false,
+                        ..
+                    }
+                ) {
+                    let _ = wire::send(&s, &r, &[]);
+                    return;
+                }
+            }
             exec(a, &s, &mut reader, args, cwd, env, umask, fds);
             return;
         }

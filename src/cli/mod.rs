@@ -168,31 +168,35 @@ fn through_agent(cli: &Cli, ctx: &Ctx, args: &[std::ffi::OsString]) -> Option<Re
     {
         return None;
     }
-    let unlocked = || crate::agent::client::unlocked(&ctx.vault).is_some_and(|(u, _)| u);
+    use crate::agent::client::forward;
+    // Run by the agent if it holds the key; `None`: here.
+    let if_unlocked = || forward(args, None, Some(&ctx.vault)).transpose();
     match via(&cli.command) {
         Via::Here => None,
         Via::Reachable => match crate::agent::client::hello(&crate::agent::socket_path()) {
-            Some(_) => Some(crate::agent::client::forward(args, None)),
+            Some(_) => Some(forward(args, None, None).map(|c| c.unwrap_or(1))),
             // An agent that does not answer may still hold the key: `lock`
             // must not say "already locked" then.
             None if matches!(cli.command, Command::Lock)
                 && crate::agent::socket_path().exists() =>
             {
                 Some(Err(Error::Denied(
-                    "the agent did not answer, so the cached key may remain: run `hushfs lock` again                      (or stop the agent: `pkill -f 'hushfs __agent'`)"
+                    "the agent did not answer, so the cached key may remain: run `hushfs lock` again \
+                     (or stop the agent: `pkill -f 'hushfs __agent'`)"
                         .into(),
                 )))
             }
             None => None,
         },
-        Via::Unlocked => unlocked().then(|| crate::agent::client::forward(args, None)),
-        Via::Daemon if unlocked() => Some(crate::agent::client::forward(args, None)),
-        Via::Daemon => Some((|| {
-            // Asked here, on the caller's terminal; used there, not cached.
-            let v = crate::vault::unlock::open(&ctx.vault, &ctx.keys)?;
-            crate::agent::client::ensure_running()?;
-            crate::agent::client::forward(args, Some(v.key()))
-        })()),
+        Via::Unlocked => if_unlocked(),
+        Via::Daemon => if_unlocked().or_else(|| {
+            Some((|| {
+                // Asked here, on the caller's terminal; used there, not cached.
+                let v = crate::vault::unlock::open(&ctx.vault, &ctx.keys)?;
+                crate::agent::client::ensure_running()?;
+                forward(args, Some(v.key()), None).map(|c| c.unwrap_or(1))
+            })())
+        }),
     }
 }
 
