@@ -37,12 +37,16 @@ pub struct Private {
     pub key: Key32,
 }
 
+/// A live mount to grant on, or a private one made for this run.
+pub enum Target {
+    Mount(PathBuf),
+    Private(Private),
+}
+
 pub struct RunOpts {
     pub cmd: Vec<OsString>,
-    /// Use this live mount...
-    pub mount: Option<PathBuf>,
-    /// ...or make a private one.
-    pub private: Option<Private>,
+    /// Where the command's files are.
+    pub target: Target,
     /// Environment variables to inject (`--env`).
     pub env: Vec<(String, SecretBytes)>,
     /// Execute this path (with `cmd[0]` as argv[0]) instead of looking
@@ -129,7 +133,7 @@ pub fn run(o: RunOpts) -> Result<i32> {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
 
     // Catch signals from the start; forward once the command exists.
-    let target: Arc<Mutex<Target>> = Arc::new(Mutex::new(Target::default()));
+    let target: Arc<Mutex<Forward>> = Arc::new(Mutex::new(Forward::default()));
     let mut signals = SignalsInfo::<WithOrigin>::new(FORWARD)
         .map_err(|e| Error::Other(format!("cannot handle signals: {e}")))?;
     {
@@ -173,8 +177,8 @@ pub fn run(o: RunOpts) -> Result<i32> {
     }
 
     let mut cleanup;
-    let dir = match (&o.mount, &o.private) {
-        (Some(m), _) => {
+    let dir = match &o.target {
+        Target::Mount(m) => {
             let m = crate::daemon::mountpoint::absolute(m)?;
             let e = registry::require(&m)?;
             cleanup = Cleanup {
@@ -185,7 +189,7 @@ pub fn run(o: RunOpts) -> Result<i32> {
             };
             m
         }
-        (None, Some(p)) => {
+        Target::Private(p) => {
             let dir = private_dir()?;
             let log = spawn::log_path(&dir);
             let started = spawn::spawn(
@@ -217,7 +221,6 @@ pub fn run(o: RunOpts) -> Result<i32> {
             };
             dir
         }
-        (None, None) => unreachable!("the CLI always sets one of mount and private"),
     };
 
     let result = (|| {
@@ -247,14 +250,14 @@ pub fn run(o: RunOpts) -> Result<i32> {
 /// Where forwarded signals go: the command once it exists; until then they
 /// wait in `pending`. One lock over both, so none is lost in between.
 #[derive(Default)]
-struct Target {
+struct Forward {
     child: Option<PidFd>,
     pending: Vec<i32>,
     /// The pty the command writes to, resized on SIGWINCH.
     pty: Option<Arc<OwnedFd>>,
 }
 
-fn spawn_and_wait(o: &RunOpts, dir: &Path, target: &Mutex<Target>) -> Result<i32> {
+fn spawn_and_wait(o: &RunOpts, dir: &Path, target: &Mutex<Forward>) -> Result<i32> {
     let mut c = match &o.program {
         Some(p) => {
             let mut c = Command::new(p);

@@ -232,10 +232,14 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
         }
     };
     drop(vault);
+    let target = match (a.mount, private) {
+        (Some(m), _) => broker::Target::Mount(m),
+        (None, Some(p)) => broker::Target::Private(p),
+        (None, None) => return Err(Error::usage("run needs --mount DIR or a project")),
+    };
     broker::run(RunOpts {
         cmd: a.cmd,
-        mount: a.mount,
-        private,
+        target,
         env,
         program: allowed.map(|(_, p)| p),
         redact,
