@@ -201,7 +201,15 @@ fn a_same_uid_process_gets_no_key_and_no_value() {
     assert_eq!(st["unlocked"], true, "{st}");
     let daemon = st["mounts"][0]["pid"].as_u64().unwrap() as u32;
     let agent = agent_pid(&h);
-    let control = hushfs::daemon::registry::socket_path(&mnt);
+    let control = h.path(&format!(
+        "run/hushfs/mounts/{}.sock",
+        hushfs::daemon::registry::id(&mnt)
+    ));
+    assert!(
+        control.exists(),
+        "no control socket at {}",
+        control.display()
+    );
 
     // The system's python: a pyenv shim under /root is not the user's.
     let python = if Path::new("/usr/bin/python3").exists() {
@@ -270,6 +278,11 @@ fn a_same_uid_process_gets_no_key_and_no_value() {
     assert!(text[0].contains("\"r\":\"hello\""), "{}", text[0]);
     assert!(text[2].contains("does not open the vault"), "{}", text[2]);
     assert!(text[4].contains("version 2 not supported"), "{}", text[4]);
+    // The mount's control socket answered too (status, and refusals).
+    assert!(
+        text.iter().any(|t| t.contains("\"mountpoint\"")),
+        "the control socket gave no status: {text:?}"
+    );
     assert!(
         text.iter().any(|t| t.contains("[hushfs:TOKEN]")),
         "{text:?}"
