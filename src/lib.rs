@@ -11,6 +11,7 @@ pub mod error;
 pub mod fs;
 pub mod fuse;
 pub mod policy;
+pub mod project;
 pub mod render;
 pub mod scan;
 pub mod secret;

@@ -117,7 +117,7 @@ pub fn mount(ctx: &Ctx, a: MountArgs) -> Result<i32> {
     let vault = unlock::open(&ctx.vault, &ctx.keys)?;
     // Render once here so a bad template or a missing secret is reported
     // by this command, not in a log file.
-    daemon::render_opened(&vault.secrets, &ctx.vault, &project, &config)?;
+    crate::project::render_opened(&vault.secrets, &ctx.vault, &project, &config)?;
     let threads = usize::from(a.threads);
     if a.foreground {
         init_logging();

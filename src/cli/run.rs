@@ -124,35 +124,63 @@ fn matcher(values: &Values) -> Arc<Matcher> {
     Arc::new(Matcher::new(pairs))
 }
 
+/// The fail-closed rules of `run`, in one place: each is a reason not to
+/// start the command. `rule` is the run policy's rule that allows it (if
+/// the project has a policy and its key was at hand to read it).
+fn refusals(
+    a: &RunArgs,
+    project: &str,
+    key_at_hand: bool,
+    mount_has_policy: bool,
+    rule: Option<&Rule>,
+) -> Result<()> {
+    // 1. On a mount whose project has a run policy the output must be
+    //    redacted and --no-redact checked against the policy: without the
+    //    key nobody could, so the command does not start (the daemon still
+    //    enforces the policy's commands and files either way).
+    if mount_has_policy && !key_at_hand {
+        return Err(Error::Denied(format!(
+            "project {project} has a run policy, and its output must be redacted, but the vault's key is not at hand: run `hushfs unlock` first"
+        )));
+    }
+    // 2. --no-redact only where the policy's rule says so.
+    if a.no_redact && rule.is_some_and(|r| !r.unredacted) {
+        return Err(Error::Denied(format!(
+            "the run policy of project {project} does not let this command run with --no-redact"
+        )));
+    }
+    // 3. --env only where the policy's rule says so.
+    if a.env && rule.is_some_and(|r| !r.env) {
+        return Err(Error::Denied(format!(
+            "the run policy of project {project} does not let this command take values through --env: \
+             read them from the mount instead"
+        )));
+    }
+    Ok(())
+}
+
 pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     let (config, config_path) = load_config(a.config.as_deref())?;
     // The project's values, fetched once (a central source is asked once).
     let mut fetched = None;
+    let mut mount_has_policy = false;
     let (private, project, vault) = match &a.mount {
         Some(m) => {
             let status = mount_status(m);
+            mount_has_policy = status.as_ref().is_some_and(|s| s.policy);
             let project = a
                 .project
                 .clone()
                 .or_else(|| status.as_ref().map(|s| s.project.clone()));
             // Values for redaction, the policy and --env, if the key is at
-            // hand; without it the daemon still enforces the policy's
-            // commands and files, but nobody could redact the output or
-            // check the policy's --no-redact rule: refuse (fail closed).
-            let vault = open_without_prompt(ctx);
-            if vault.is_none() && !a.env && status.is_some_and(|s| s.policy) {
-                return Err(Error::Denied(format!(
-                    "project {} has a run policy, and its output must be redacted, but the vault's key is not at hand: run `hushfs unlock` first",
-                    project.as_deref().unwrap_or_default()
-                )));
-            }
-            (None, project, vault)
+            // hand (without a prompt).
+            (None, project, open_without_prompt(ctx))
         }
         None => {
             let project = resolve_project(a.project.clone(), &config)?;
             let v = unlock::open(&ctx.vault, &ctx.keys)?;
             let (_, _, values) =
-                crate::daemon::render_opened(&v.secrets, &ctx.vault, &project, &config)?;
+                crate::project::render_opened(&v.secrets, &ctx.vault, &project, &config)?;
             fetched = Some(values);
             (
                 Some(Private {
@@ -183,15 +211,13 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
         },
         _ => None,
     };
-    if a.no_redact
-        && let Some((rule, _)) = &allowed
-        && !rule.unredacted
-    {
-        return Err(Error::Denied(format!(
-            "the run policy of project {} does not let this command run with --no-redact",
-            project.as_deref().unwrap_or_default()
-        )));
-    }
+    refusals(
+        &a,
+        project.as_deref().unwrap_or_default(),
+        vault.is_some(),
+        mount_has_policy,
+        allowed.as_ref().map(|(r, _)| r),
+    )?;
     // The values for --env and for the redactor: fetched once.
     let values = match (&vault, &project) {
         (Some(v), Some(p)) if a.env || !a.no_redact => match fetched {
@@ -201,16 +227,10 @@ pub fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
         _ => None,
     };
     let env = if a.env {
-        let p = project
+        project
             .as_deref()
             .ok_or_else(|| Error::usage("--env needs --project P"))?;
         let rule = allowed.as_ref().map(|(r, _)| r);
-        if rule.is_some_and(|r| !r.env) {
-            return Err(Error::Denied(format!(
-                "the run policy of project {p} does not let this command take values through --env: \
-                 read them from the mount instead"
-            )));
-        }
         env_vars(values.as_ref().expect("fetched for --env"), rule)
     } else {
         Vec::new()

@@ -56,54 +56,6 @@ pub struct ServeOpts {
     pub log: Option<PathBuf>,
 }
 
-/// The project's run policy, if it has one. A policy this version cannot
-/// read is an error (the mount fails closed).
-fn policy_of(secrets: &Secrets, project: &str) -> Result<Option<Policy>> {
-    match secrets.project(project) {
-        Some(p) => Policy::from_meta(&p.meta).map_err(|e| Error::usage(format!("{project}: {e}"))),
-        None => Ok(None),
-    }
-}
-
-/// The project's files (values from its source: the vault, or its server)
-/// and its run policy, from one reading of the vault.
-pub fn load_project(
-    vault: &Path,
-    key: &Key32,
-    project: &str,
-    config: &Config,
-) -> Result<(Vec<Rendered>, Option<Policy>)> {
-    let secrets = open_vault(vault, key)?;
-    render_opened(&secrets, vault, project, config).map(|(files, policy, _)| (files, policy))
-}
-
-/// The same from a vault the caller has open (`mount` and `run` render once
-/// before starting the daemon, so a bad template or a missing secret is
-/// reported by the command, with its exit code, not in a log file). Also
-/// returns the values, for `run`'s redactor and `--env`.
-pub fn render_opened(
-    secrets: &Secrets,
-    vault: &Path,
-    project: &str,
-    config: &Config,
-) -> Result<(Vec<Rendered>, Option<Policy>, crate::source::Values)> {
-    let values = match crate::source::values_now(secrets, project, config) {
-        // A project that is not in the vault, and no server named for it.
-        Err(Error::NotFound(_))
-            if secrets.project(project).is_none() && config.remote.is_none() =>
-        {
-            Err(Error::NotFound(format!(
-                "no project {project} in {}: `hushfs ls` lists them",
-                vault.display()
-            )))
-        }
-        r => r,
-    }?;
-    let policy = policy_of(secrets, project)?;
-    let files = render::render_project(&values, config).map_err(|e| Error::usage(e.to_string()))?;
-    Ok((files, policy, values))
-}
-
 /// The matcher of every value the mount serves, which takes them out of
 /// command lines and grant labels before they are recorded or logged.
 fn redactor(values: &crate::source::Values) -> Arc<crate::scan::Compact> {
@@ -243,7 +195,7 @@ impl Daemon {
         };
         // The new policy before the new files: never new files under an old
         // policy. A policy this version cannot read stops serving.
-        match policy_of(secrets, &self.project) {
+        match crate::project::policy_of(secrets, &self.project) {
             Ok(p) => self.fs.set_policy(enforcer(p)),
             Err(e) => return self.stop_serving(e.to_string()),
         }
@@ -697,7 +649,7 @@ fn serve_inner(opts: ServeOpts, ready: &mut Option<File>) -> Result<()> {
     );
     let audit: Arc<dyn AuditSink> = audit_log.clone();
     let secrets = sealed.open(&opts.key)?;
-    let policy = policy_of(&secrets, &opts.project)?;
+    let policy = crate::project::policy_of(&secrets, &opts.project)?;
     let mut source = ProjectSource::new(&opts.project, &opts.config);
     let served = source.current(&secrets)?;
     drop(secrets);
