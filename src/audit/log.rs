@@ -512,9 +512,9 @@ impl Writer {
             Some(f) => f,
             None => open_lock(&self.files)?,
         };
-        let r = f.lock();
+        let r = acquire(&f, &self.files);
         self.lockf = Some(f);
-        r.map_err(|e| Error::io("cannot lock the audit log", &self.files.lock_path(), e))?;
+        r?;
         self.locked = true;
         Ok(())
     }
@@ -819,9 +819,44 @@ fn prepare_dir(dir: &Path) -> Result<()> {
 /// Exclusive lock on `<id>.log.lock`, released when the file is dropped.
 fn lock(files: &Files) -> Result<File> {
     let f = open_lock(files)?;
-    f.lock()
-        .map_err(|e| Error::io("cannot lock the audit log", &files.lock_path(), e))?;
+    acquire(&f, files)?;
     Ok(f)
+}
+
+/// Longest wait for the log lock. A holder that stops (SIGSTOP, a debugger)
+/// must not hang every other writer — `lock` among them — forever: past
+/// this the write fails, and the access it would record is denied.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Takes the exclusive lock, waiting at most `LOCK_WAIT`.
+fn acquire(f: &File, files: &Files) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_micros(100);
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if t0.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Other(format!(
+                    "the audit log {} has been locked by another writer for {} s (a stopped hushfs process?): \
+                     find it with `fuser {}`",
+                    files.active().display(),
+                    LOCK_WAIT.as_secs(),
+                    files.lock_path().display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::io(
+                    "cannot lock the audit log",
+                    &files.lock_path(),
+                    e,
+                ));
+            }
+        }
+    }
 }
 
 fn open_lock(files: &Files) -> Result<File> {

@@ -52,14 +52,11 @@ pub fn lock(ctx: &Ctx) -> Result<i32> {
     let sealed = Sealed::read(&ctx.vault)?;
     let id = sealed.header().id_hex();
     // The cached key (if any) or the keychain's audit state keys the
-    // record. Locking never waits for the log: it only takes access away.
+    // record, which is written beside the locking, not before it: locking
+    // never waits for the log (a stopped writer can hold it for seconds);
+    // it only takes access away.
     let key = keychain::load(&id);
-    let rec = crate::audit::Writer::open(
-        &sealed.header().vault_id,
-        key.as_ref(),
-        &crate::audit::Options::default(),
-    );
-    drop(key);
+    let vault_id = sealed.header().vault_id;
     // The key leaves the keychain first, so that no mount can take it back
     // from there once it has locked; an unreachable keychain does not stop
     // the mounts from locking.
@@ -70,24 +67,27 @@ pub fn lock(ctx: &Ctx) -> Result<i32> {
     } else {
         keychain::clear(&id)
     };
-    let logged = rec.and_then(|mut w| {
+    let reason = match had {
+        Ok(true) => "cached key removed",
+        Ok(false) => "was not unlocked",
+        Err(_) => "keychain unreachable",
+    };
+    let logger = std::thread::spawn(move || {
+        let mut w =
+            crate::audit::Writer::open(&vault_id, key.as_ref(), &crate::audit::Options::default())?;
+        drop(key);
         let mut ev = audit::event("lock");
-        ev.reason = Some(
-            match had {
-                Ok(true) => "cached key removed",
-                Ok(false) => "was not unlocked",
-                Err(_) => "keychain unreachable",
-            }
-            .into(),
-        );
+        ev.reason = Some(reason.into());
         audit::record(&mut w, ev)
     });
-    if let Err(e) = logged {
-        eprintln!("hushfs: warning: the lock is not in the audit log: {e}");
-    }
     // Mounts drop their values now, not when the cache would have expired.
     // Fail closed: success only when every mount of the vault confirmed.
     let answers = super::mount::tell_mounts(&ctx.vault, &Request::Lock);
+    match logger.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("hushfs: warning: the lock is not in the audit log: {e}"),
+        Err(_) => eprintln!("hushfs: warning: the lock is not in the audit log"),
+    }
     let total = answers.len();
     let mut failed = 0;
     for (e, r) in &answers {
