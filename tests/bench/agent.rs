@@ -2,11 +2,11 @@
 //! a command handed to the agent and run as its child, against running
 //! `env true` — and the agent's own memory.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::Effort;
-use crate::setup::{Bench, rss, run_measured};
-use crate::stats::{Samples, Table, mib, time};
+use crate::setup::{Bench, rss};
+use crate::stats::{Table, mib, time};
 
 /// The agent serving this bench's runtime directory.
 fn agent_pid(b: &Bench) -> Option<u32> {
@@ -50,16 +50,9 @@ pub fn agent(b: &Bench, e: Effort) {
             Box::new(|| b.hushfs(&["run", "-p", "app", "--", "true"])),
         ),
     ];
-    let mut s: Vec<Samples> = vec![Samples::default(); cases.len()];
-    for _ in 0..reps {
-        for (i, (_, _, c)) in cases.iter().enumerate() {
-            let mut c = c();
-            c.stdout(Stdio::null()).stderr(Stdio::null());
-            let (dt, _, ok) = run_measured(&mut c);
-            assert!(ok, "{}", cases[i].0);
-            s[i].push(dt);
-        }
-    }
+    let names: Vec<&str> = cases.iter().map(|(n, _, _)| *n).collect();
+    let make: Vec<&dyn Fn() -> Command> = cases.iter().map(|(_, _, c)| c.as_ref()).collect();
+    let s = crate::setup::interleaved(&names, &make, reps);
     let mut t = Table::new(
         "9. through the agent (unlocked): commands run as the agent's children",
         &[

@@ -137,16 +137,9 @@ pub fn run_overhead(b: &Bench, e: Effort) {
             Box::new(|| b.hushfs(&["run", "-p", "app", "--env", "--", "true"])),
         ),
     ];
-    let mut s: Vec<Samples> = vec![Samples::default(); cases.len()];
-    for _ in 0..reps {
-        for (i, (_, c)) in cases.iter().enumerate() {
-            let mut c = c();
-            c.stdout(Stdio::null()).stderr(Stdio::null());
-            let (dt, _, ok) = run_measured(&mut c);
-            assert!(ok, "{}", cases[i].0);
-            s[i].push(dt);
-        }
-    }
+    let names: Vec<&str> = cases.iter().map(|(n, _)| *n).collect();
+    let make: Vec<&dyn Fn() -> Command> = cases.iter().map(|(_, c)| c.as_ref()).collect();
+    let s = crate::setup::interleaved(&names, &make, reps);
     let mut t = Table::new(
         "5. `hushfs run -- true` with a cached key",
         &[

@@ -268,3 +268,20 @@ pub fn rss(pid: u32) -> (u64, u64) {
     };
     (get("VmRSS:"), get("VmHWM:"))
 }
+
+/// Runs each command `reps` times, the commands interleaved round by round
+/// (so that drifts of a noisy machine hit all alike), output discarded;
+/// one `Samples` per command, in order.
+pub fn interleaved(names: &[&str], make: &[&dyn Fn() -> Command], reps: usize) -> Vec<Samples> {
+    let mut s: Vec<Samples> = vec![Samples::default(); make.len()];
+    for _ in 0..reps {
+        for (i, m) in make.iter().enumerate() {
+            let mut c = m();
+            c.stdout(Stdio::null()).stderr(Stdio::null());
+            let (dt, _, ok) = run_measured(&mut c);
+            assert!(ok, "{}", names[i]);
+            s[i].push(dt);
+        }
+    }
+    s
+}
