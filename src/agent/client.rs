@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::protocol::{Request, Response};
+use super::protocol::{Exec, Request, Response};
 use super::wire::{self, Got, Reader};
 use crate::error::{Error, Result};
 use crate::secret::Key32;
@@ -40,46 +40,55 @@ fn connect(path: &Path) -> Option<UnixStream> {
 /// What the agent answers when all its connection slots are taken.
 pub const BUSY: &str = "the agent is busy: try again";
 
-fn ask(path: &Path, req: &Request) -> Option<Response> {
-    // A flood of idle connections holds the agent's slots for at most its
-    // request deadline: wait that out rather than give up.
+/// `vault` as the agent is told it: absolute, UTF-8.
+fn vault_arg(vault: &Path) -> Option<String> {
+    std::path::absolute(vault)
+        .ok()?
+        .to_str()
+        .map(str::to_string)
+}
+
+/// Sends one request and reads the first answer; `None` when no agent
+/// answers. With `stdio`, our stdin, stdout and stderr go along; with `key`,
+/// a pipe holding it (a fresh one each try). A full agent answers "busy"
+/// until a connection slot frees (at most its request deadline), so that
+/// is waited out, not taken as an answer.
+fn exchange(
+    req: &Request,
+    stdio: bool,
+    key: Option<&Key32>,
+) -> Result<Option<(UnixStream, Reader, Response)>> {
     let until = Instant::now() + ANSWER;
     loop {
-        let s = connect(path)?;
-        // A full agent answers "busy" and closes before reading: the send
-        // may fail, the answer is still there to read.
-        let sent = wire::send(&s, req, &[]);
-        match Reader::default().recv::<Response>(&s, Some(Instant::now() + ANSWER)) {
+        let Some(s) = connect(&super::socket_path()) else {
+            return Ok(None);
+        };
+        let pipe = key.map(key_pipe).transpose()?;
+        let mut fds = if stdio { vec![0, 1, 2] } else { vec![] };
+        fds.extend(pipe.as_ref().map(|p| p.as_raw_fd()));
+        // A full agent answers and closes before reading: the send may
+        // fail, the answer is still there to read.
+        let sent = wire::send(&s, req, &fds);
+        drop(pipe);
+        let mut reader = Reader::default();
+        match reader.recv::<Response>(&s, Some(Instant::now() + ANSWER)) {
             Ok(Got::Msg(Response::Err { error }, _)) if error == BUSY && Instant::now() < until => {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            Ok(Got::Msg(r, _)) if sent.is_ok() => return Some(r),
-            _ => return None,
+            Ok(Got::Msg(r, _)) if sent.is_ok() => return Ok(Some((s, reader, r))),
+            _ => return Ok(None),
         }
     }
 }
 
-/// The agent's pid and keyring, if a genuine agent answers at `path`.
-pub fn hello(path: &Path) -> Option<(u32, i32)> {
-    match ask(path, &Request::Hello)? {
-        Response::Hello { pid, keyring } => Some((pid, keyring)),
-        _ => None,
-    }
+fn ask(req: &Request) -> Option<Response> {
+    exchange(req, false, None).ok().flatten().map(|(_, _, r)| r)
 }
 
-/// Whether the running agent holds the key of the vault at `vault`.
-pub fn unlocked(vault: &Path) -> Option<(bool, Option<u64>)> {
-    let vault = std::path::absolute(vault).ok()?;
-    match ask(
-        &super::socket_path(),
-        &Request::Unlocked {
-            vault: vault.to_str()?.to_string(),
-        },
-    )? {
-        Response::Unlocked {
-            unlocked,
-            expires_in_secs,
-        } => Some((unlocked, expires_in_secs)),
+/// The agent's pid and keyring, if an agent answers.
+pub fn hello() -> Option<(u32, i32)> {
+    match ask(&Request::Hello)? {
+        Response::Hello { pid, keyring } => Some((pid, keyring)),
         _ => None,
     }
 }
@@ -99,7 +108,7 @@ pub fn adopt_session() {
         close_given_key();
         return;
     }
-    match hello(&super::socket_path()) {
+    match hello() {
         Some((_, keyring)) if Some(keyring) == mine => {
             crate::sys::keyring::set_trusted(keyring);
             take_given_key();
@@ -156,8 +165,7 @@ fn take_given_key() {
 
 /// Starts the agent unless one answers; returns once it listens.
 pub fn ensure_running() -> Result<()> {
-    let path = super::socket_path();
-    if hello(&path).is_some() {
+    if hello().is_some() {
         return Ok(());
     }
     let exe = std::env::current_exe()
@@ -241,35 +249,22 @@ fn keep_for_agent(k: &std::ffi::OsStr) -> bool {
 /// Makes the running agent (if any) forget the vault's key. Returns whether
 /// an agent confirmed.
 pub fn forget(vault: &Path) -> bool {
-    let Some(vault) = std::path::absolute(vault)
-        .ok()
-        .and_then(|v| v.to_str().map(str::to_string))
-    else {
+    let Some(vault) = vault_arg(vault) else {
         return false;
     };
-    matches!(
-        ask(&super::socket_path(), &Request::Forget { vault }),
-        Some(Response::Ok)
-    )
+    matches!(ask(&Request::Forget { vault }), Some(Response::Ok))
 }
 
-/// Hands the vault's key to the agent for `ttl`.
+/// Hands the vault's key to the agent for `ttl` (in a pipe, never in the
+/// message).
 pub fn store(vault: &Path, key: &Key32, ttl: Duration) -> Result<()> {
-    let vault = std::path::absolute(vault).map_err(|e| Error::io("cannot resolve", vault, e))?;
-    let mut hex = String::with_capacity(64);
-    for b in key.expose() {
-        hex.push_str(&format!("{b:02x}"));
-    }
+    let vault =
+        vault_arg(vault).ok_or_else(|| Error::usage("the vault's path is not valid UTF-8"))?;
     let req = Request::Store {
-        vault: vault.to_string_lossy().into_owned(),
-        key: hex,
+        vault,
         ttl_secs: ttl.as_secs().max(1),
     };
-    let r = ask(&super::socket_path(), &req);
-    if let Request::Store { mut key, .. } = req {
-        zeroize::Zeroize::zeroize(&mut key);
-    }
-    match r {
+    match exchange(&req, false, Some(key))?.map(|(_, _, r)| r) {
         Some(Response::Ok) => Ok(()),
         Some(Response::Err { error }) => Err(Error::Other(format!(
             "the agent refused the unlock: {error}"
@@ -291,10 +286,7 @@ pub fn forward(
     if_unlocked: Option<&Path>,
 ) -> Result<Option<i32>> {
     let if_unlocked = match if_unlocked {
-        Some(v) => match std::path::absolute(v)
-            .ok()
-            .and_then(|p| p.to_str().map(String::from))
-        {
+        Some(v) => match vault_arg(v) {
             Some(v) => Some(v),
             None => return Ok(None),
         },
@@ -308,51 +300,28 @@ pub fn forward(
         libc::umask(m);
         m
     };
-    let req = Request::Exec {
+    let only_if_unlocked = if_unlocked.is_some();
+    let req = Request::Exec(Exec {
         args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
         cwd: cwd.as_os_str().as_bytes().to_vec(),
         env: std::env::vars_os()
             .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
             .collect(),
         umask,
-        if_unlocked: if_unlocked.clone(),
-    };
+        if_unlocked,
+    });
     let mut signals = signal_hook::iterator::Signals::new(super::protocol::SIGNALS)
         .map_err(|e| Error::Other(format!("cannot handle signals: {e}")))?;
-    let until = Instant::now() + ANSWER;
-    let (s, mut reader) = loop {
-        let Some(s) = connect(&super::socket_path()) else {
-            if if_unlocked.is_some() {
-                return Ok(None);
-            }
+    let (s, mut reader) = match exchange(&req, true, key)? {
+        Some((s, reader, Response::Started { .. })) => (s, reader),
+        Some((_, _, Response::Unlocked { .. })) | None if only_if_unlocked => return Ok(None),
+        Some((_, _, Response::Err { error })) => {
+            return Err(Error::Other(format!("the agent cannot run it: {error}")));
+        }
+        _ => {
             return Err(Error::Other(
-                "the agent went away: run the command again".into(),
+                "the agent did not start the command: run it again".into(),
             ));
-        };
-        let pipe = match key {
-            Some(k) => Some(key_pipe(k)?),
-            None => None,
-        };
-        let mut fds = vec![0, 1, 2];
-        fds.extend(pipe.as_ref().map(|p| p.as_raw_fd()));
-        let sent = wire::send(&s, &req, &fds);
-        drop(pipe);
-        let mut reader = Reader::default();
-        match reader.recv::<Response>(&s, Some(Instant::now() + ANSWER)) {
-            Ok(Got::Msg(Response::Started { .. }, _)) if sent.is_ok() => break (s, reader),
-            Ok(Got::Msg(Response::Unlocked { .. }, _)) if if_unlocked.is_some() => return Ok(None),
-            Ok(Got::Msg(Response::Err { error }, _)) if error == BUSY && Instant::now() < until => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Ok(Got::Msg(Response::Err { error }, _)) => {
-                return Err(Error::Other(format!("the agent cannot run it: {error}")));
-            }
-            _ => {
-                return Err(Error::Other(match sent {
-                    Err(e) => format!("cannot reach the agent: {e}"),
-                    Ok(()) => "the agent did not start the command".into(),
-                }));
-            }
         }
     };
     drop(req);

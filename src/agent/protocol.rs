@@ -30,32 +30,19 @@ pub enum Request {
     /// Who is there: the agent's pid and keyring serial.
     Hello,
     /// Cache the data key of the vault at `vault` (an absolute path) for
-    /// `ttl_secs`. `key` is the 32-byte key in hex.
-    Store {
-        vault: String,
-        key: String,
-        ttl_secs: u64,
-    },
+    /// `ttl_secs`. The 32-byte key comes in a pipe whose read end is the
+    /// message's fd, never in the message itself.
+    Store { vault: String, ttl_secs: u64 },
     /// Whether the vault at `vault` is unlocked here.
     Unlocked { vault: String },
     /// Drop the cached key of the vault at `vault` (passwd, rekey). Only
     /// takes away, so any client of the uid may ask.
     Forget { vault: String },
     /// Run `hushfs ARGS` as a child of the agent with the three fds that
-    /// come with the message as its stdin, stdout and stderr. Followed on
-    /// the same connection by `Signal`s from the client.
-    Exec {
-        /// Arguments after the program name, as bytes.
-        args: Vec<Vec<u8>>,
-        cwd: Vec<u8>,
-        env: Vec<(Vec<u8>, Vec<u8>)>,
-        umask: u32,
-        /// Only if the vault at this path is unlocked here; otherwise the
-        /// answer is `Unlocked { unlocked: false }` and nothing runs (one
-        /// round trip instead of asking first).
-        #[serde(default)]
-        if_unlocked: Option<String>,
-    },
+    /// come with the message as its stdin, stdout and stderr (and a fourth,
+    /// a pipe holding a key for that command alone). Followed on the same
+    /// connection by `Signal`s from the client.
+    Exec(Exec),
     /// Deliver a signal to the command of this connection's `Exec`.
     Signal { signal: i32 },
 }
@@ -68,11 +55,26 @@ impl std::fmt::Debug for Request {
             Request::Store { .. } => "store",
             Request::Unlocked { .. } => "unlocked",
             Request::Forget { .. } => "forget",
-            Request::Exec { .. } => "exec",
+            Request::Exec(_) => "exec",
             Request::Signal { .. } => "signal",
         };
         f.write_str(op)
     }
+}
+
+/// A command for the agent to run.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Exec {
+    /// Arguments after the program name, as bytes.
+    pub args: Vec<Vec<u8>>,
+    pub cwd: Vec<u8>,
+    pub env: Vec<(Vec<u8>, Vec<u8>)>,
+    pub umask: u32,
+    /// Only if the vault at this path is unlocked here; otherwise the
+    /// answer is `Unlocked { unlocked: false }` and nothing runs (one
+    /// round trip instead of asking first).
+    #[serde(default)]
+    pub if_unlocked: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

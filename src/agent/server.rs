@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::protocol::{Request, Response};
+use super::protocol::{Exec, Request, Response};
 use super::wire::{self, Got, Reader};
 use crate::error::{Error, Result};
 use crate::secret::Key32;
@@ -158,7 +158,7 @@ fn start() -> Result<(UnixListener, PathBuf, u64)> {
     let dir = crate::sys::paths::runtime_dir();
     crate::sys::paths::ensure_private_dir(&dir)?;
     let path = super::socket_path();
-    if super::client::hello(&path).is_some() {
+    if super::client::hello().is_some() {
         return Err(Error::Other("an agent is already running".into()));
     }
     // Bind under a temporary name and rename over the socket path, so a
@@ -205,14 +205,7 @@ fn handle(a: &Agent, s: UnixStream) {
             pid: std::process::id(),
             keyring: a.keyring,
         },
-        (
-            Request::Store {
-                vault,
-                key,
-                ttl_secs,
-            },
-            _,
-        ) => store(&vault, key, ttl_secs),
+        (Request::Store { vault, ttl_secs }, fds) => store(&vault, fds, ttl_secs),
         (Request::Unlocked { vault }, _) => unlocked(&vault),
         (Request::Forget { vault }, _) => match vault_id(&vault) {
             Ok(id) => match keychain::clear(&id) {
@@ -221,30 +214,14 @@ fn handle(a: &Agent, s: UnixStream) {
             },
             Err(e) => Response::err(e),
         },
-        (
-            Request::Exec {
-                args,
-                cwd,
-                env,
-                umask,
-                if_unlocked,
-            },
-            fds,
-        ) => {
-            if let Some(v) = if_unlocked {
-                let r = unlocked(&v);
-                if matches!(
-                    r,
-                    Response::Unlocked {
-                        unlocked: false,
-                        ..
-                    }
-                ) {
-                    let _ = wire::send(&s, &r, &[]);
-                    return;
-                }
+        (Request::Exec(e), fds) => {
+            if let Some(v) = &e.if_unlocked
+                && cached(v).is_none()
+            {
+                let _ = wire::send(&s, &unlocked(v), &[]);
+                return;
             }
-            exec(a, &s, &mut reader, args, cwd, env, umask, fds);
+            exec(a, &s, &mut reader, e, fds);
             return;
         }
         (Request::Signal { .. }, _) => Response::err("signal without a command"),
@@ -252,77 +229,62 @@ fn handle(a: &Agent, s: UnixStream) {
     let _ = wire::send(&s, &resp, &[]);
 }
 
-fn vault_id(vault: &str) -> std::result::Result<String, String> {
+fn sealed(vault: &str) -> std::result::Result<Sealed, String> {
     let p = Path::new(vault);
     if !p.is_absolute() {
         return Err("the vault path must be absolute".into());
     }
-    Sealed::read(p)
-        .map(|s| s.header().id_hex())
-        .map_err(|e| e.to_string())
+    Sealed::read(p).map_err(|e| e.to_string())
 }
 
-fn store(vault: &str, mut key: String, ttl_secs: u64) -> Response {
-    let parsed = parse_key(&key);
-    zeroize::Zeroize::zeroize(&mut key);
-    let Some(k) = parsed else {
-        return Response::err("bad key");
+fn vault_id(vault: &str) -> std::result::Result<String, String> {
+    sealed(vault).map(|s| s.header().id_hex())
+}
+
+/// The key comes in the pipe that is the message's fd.
+fn store(vault: &str, fds: Vec<OwnedFd>, ttl_secs: u64) -> Response {
+    let Some(fd) = fds.into_iter().next() else {
+        return Response::err("store needs the key's pipe");
     };
-    let id = match vault_id(vault) {
-        Ok(id) => id,
+    let mut k = zeroize::Zeroizing::new([0u8; 32]);
+    if std::io::Read::read_exact(&mut File::from(fd), &mut k[..]).is_err() {
+        return Response::err("bad key");
+    }
+    let k = Key32::from_bytes(*k);
+    let s = match sealed(vault) {
+        Ok(s) => s,
         Err(e) => return Response::err(e),
     };
     // The key must open this vault: a client cannot plant a wrong one.
-    match Sealed::read(Path::new(vault)).and_then(|s| s.open(&k).map(|_| ())) {
-        Ok(()) => {}
-        Err(_) => return Response::err("that key does not open the vault"),
+    if s.open(&k).is_err() {
+        return Response::err("that key does not open the vault");
     }
-    match keychain::store(&id, &k, Duration::from_secs(ttl_secs.max(1))) {
+    match keychain::store(
+        &s.header().id_hex(),
+        &k,
+        Duration::from_secs(ttl_secs.max(1)),
+    ) {
         Ok(()) => Response::Ok,
         Err(why) => Response::err(format!("cannot cache the key: {why}")),
     }
 }
 
-fn parse_key(hex: &str) -> Option<Key32> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut k = zeroize::Zeroizing::new([0u8; 32]);
-    for (i, b) in k.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(Key32::from_bytes(*k))
+/// Seconds left on the vault's cached key, if it has one here.
+fn cached(vault: &str) -> Option<u64> {
+    keychain::expires_in(&vault_id(vault).ok()?)
 }
 
+/// An unreadable vault is not unlocked here; the command run by the client
+/// itself reports why.
 fn unlocked(vault: &str) -> Response {
-    match vault_id(vault) {
-        Ok(id) => {
-            let exp = keychain::expires_in(&id);
-            Response::Unlocked {
-                unlocked: exp.is_some(),
-                expires_in_secs: exp,
-            }
-        }
-        // An unreadable vault is not unlocked here; the command run by
-        // the client itself reports why.
-        Err(_) => Response::Unlocked {
-            unlocked: false,
-            expires_in_secs: None,
-        },
+    let exp = cached(vault);
+    Response::Unlocked {
+        unlocked: exp.is_some(),
+        expires_in_secs: exp,
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn exec(
-    a: &Agent,
-    s: &UnixStream,
-    reader: &mut Reader,
-    args: Vec<Vec<u8>>,
-    cwd: Vec<u8>,
-    env: Vec<(Vec<u8>, Vec<u8>)>,
-    umask: u32,
-    fds: Vec<OwnedFd>,
-) {
+fn exec(a: &Agent, s: &UnixStream, reader: &mut Reader, e: Exec, fds: Vec<OwnedFd>) {
     // stdin, stdout, stderr, and optionally a pipe with this command's key.
     let mut fds = fds.into_iter();
     let (Some(stdin), Some(stdout), Some(stderr)) = (fds.next(), fds.next(), fds.next()) else {
@@ -334,7 +296,7 @@ fn exec(
         return;
     };
     let key_fd = fds.next();
-    if !(a.may_run)(&args) {
+    if !(a.may_run)(&e.args) {
         let _ = wire::send(
             s,
             &Response::err("the agent runs only the commands that use the cached key"),
@@ -349,33 +311,26 @@ fn exec(
     }
     // A running command holds an exec slot, not a connection slot.
     a.conns.fetch_sub(1, Ordering::SeqCst);
-    run_command(
-        a,
-        s,
-        reader,
-        args,
-        cwd,
-        env,
-        umask,
-        [stdin, stdout, stderr],
-        key_fd,
-    );
+    run_command(a, s, reader, e, [stdin, stdout, stderr], key_fd);
     a.conns.fetch_add(1, Ordering::SeqCst);
     a.execs.fetch_sub(1, Ordering::SeqCst);
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_command(
     a: &Agent,
     s: &UnixStream,
     reader: &mut Reader,
-    args: Vec<Vec<u8>>,
-    cwd: Vec<u8>,
-    env: Vec<(Vec<u8>, Vec<u8>)>,
-    umask: u32,
+    e: Exec,
     [stdin, stdout, stderr]: [OwnedFd; 3],
     key_fd: Option<OwnedFd>,
 ) {
+    let Exec {
+        args,
+        cwd,
+        env,
+        umask,
+        ..
+    } = e;
     // This process's own image, never the file now at its path (which
     // someone may have replaced since the agent started).
     let mut c = Command::new("/proc/self/exe");

@@ -173,7 +173,7 @@ fn through_agent(cli: &Cli, ctx: &Ctx, args: &[std::ffi::OsString]) -> Option<Re
     let if_unlocked = || forward(args, None, Some(&ctx.vault)).transpose();
     match via(&cli.command) {
         Via::Here => None,
-        Via::Reachable => match crate::agent::client::hello(&crate::agent::socket_path()) {
+        Via::Reachable => match crate::agent::client::hello() {
             Some(_) => Some(forward(args, None, None).map(|c| c.unwrap_or(1))),
             // An agent that does not answer may still hold the key: `lock`
             // must not say "already locked" then.

@@ -92,7 +92,8 @@ vault = os.path.join(os.environ["HOME"], ".local/share/hushfs/vault")
 requests = [
     {"v": 1, "op": "hello"},
     {"v": 1, "op": "unlocked", "vault": vault},
-    {"v": 1, "op": "store", "vault": vault, "key": "00" * 32, "ttl_secs": 60},
+    # A key of the attacker's own (in a pipe, as clients send keys).
+    {"v": 1, "op": "store", "vault": vault, "ttl_secs": 60},
     {"v": 1, "op": "signal", "signal": 9},
     {"v": 2, "op": "hello"},
     {"v": 1, "op": "key", "vault": vault},
@@ -101,9 +102,19 @@ requests = [
 ]
 raw = [json.dumps(r).encode() + b"\n" for r in requests]
 raw += [b"not json\n", b"\n", b"{\"v\":1}\n", b"x" * (2 * 1024 * 1024) + b"\n", b"\xff\xfe\n"]
-for data in raw:
+def key_pipe(key):
+    r, w = os.pipe()
+    os.write(w, key)
+    os.close(w)
+    return r
+
+
+for i, data in enumerate(raw):
+    fds = [key_pipe(b"\0" * 32)] if i == 2 else None
     report["answers"].append(
-        base64.b64encode(exchange(agent_sock, data)).decode())
+        base64.b64encode(exchange(agent_sock, data, fds)).decode())
+    for fd in fds or []:
+        os.close(fd)
 # The control socket of the mount: whatever it answers.
 for op in ["status", "reload", "grant_self", "nonsense"]:
     data = json.dumps({"v": 1, "op": op, "label": "x"}).encode() + b"\n"
