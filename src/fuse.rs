@@ -123,9 +123,10 @@ impl<P: ProcSource> Filesystem for Adapter<P> {
         lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        // Only page-cache fills (mmap faults, readahead) come without a
-        // lock owner; direct-io reads always carry one (fuse_direct_io in
-        // the kernel's fs/fuse/file.c). See `SecretFs::refuse_cache_fill`.
+        // Only page-cache fills (mmap faults, sendfile/splice, readahead)
+        // come without a lock owner; direct-io reads always carry one
+        // (fuse_direct_io in the kernel's fs/fuse/file.c). See
+        // `SecretFs::refuse_cache_fill`.
         if lock_owner.is_none() {
             reply.error(errno(self.0.refuse_cache_fill(&caller(req), ino.0, fh.0)));
             return;

@@ -372,6 +372,16 @@ fn a_same_uid_process_gets_no_key_and_no_value() {
     assert_eq!(st["mounts"][0]["locked"], true, "{st}");
 }
 
+/// A vault (run as root: robustness, not isolation) with one secret,
+/// unlocked, so that commands go through the agent.
+fn unlocked_env(name: &str, value: &[u8]) -> common::Env {
+    let mut e = common::Env::new();
+    e.keychain = true;
+    e.set(name, value);
+    e.ok(&["unlock"]);
+    e
+}
+
 /// The attacker's report keeps bytes as base64 strings.
 fn decoded(list: &serde_json::Value) -> Vec<Vec<u8>> {
     list.as_array()
@@ -443,10 +453,7 @@ fn outside_the_agent_nothing_is_cached() {
 #[test]
 fn the_agent_survives_a_flood_and_a_slow_client() {
     use std::io::{Read, Write};
-    let mut e = common::Env::new();
-    e.keychain = true;
-    e.set("app/K", b"flood-value-123456");
-    e.ok(&["unlock"]);
+    let e = unlocked_env("app/K", b"flood-value-123456");
     let sock = e.path("run/hushfs/agent.sock");
     // The slow client first, so that it holds one of the agent's slots.
     let mut slow = std::os::unix::net::UnixStream::connect(&sock).unwrap();
@@ -497,10 +504,7 @@ fn the_agent_survives_a_flood_and_a_slow_client() {
 #[test]
 fn through_the_agent_a_terminal_works_as_before() {
     use std::time::Duration;
-    let mut e = common::Env::new();
-    e.keychain = true;
-    e.set("app/TOKEN", b"terminal-value-0123456789");
-    e.ok(&["unlock"]);
+    let e = unlocked_env("app/TOKEN", b"terminal-value-0123456789");
     let on_terminal = |script: &str| {
         let pty = nix::pty::openpty(None, None).unwrap();
         common::pty::set_size(&pty.master, 33, 101);
@@ -561,10 +565,7 @@ fn through_the_agent_a_terminal_works_as_before() {
 #[test]
 fn through_the_agent_signals_reach_the_command() {
     use std::time::{Duration, Instant};
-    let mut e = common::Env::new();
-    e.keychain = true;
-    e.set("app/TOKEN", b"signal-value-0123456789");
-    e.ok(&["unlock"]);
+    let e = unlocked_env("app/TOKEN", b"signal-value-0123456789");
     let marker = e.path("pid");
     let start = |e: &common::Env| {
         let _ = std::fs::remove_file(&marker);

@@ -248,20 +248,21 @@ impl<P: ProcSource> Authorizer<P> {
         };
         // Read once: at depth 1 the caller is also the command below the
         // root, and audit and policy share it.
+        let describe = |p: u32, starttime: u64| {
+            let (exe, cmdline) = self.proc.describe(p);
+            Arc::new(Subject {
+                tgid: p,
+                starttime,
+                exe,
+                cmdline,
+                ..Subject::default()
+            })
+        };
         let caller_subject = std::cell::OnceCell::new();
         let subject = || {
             Some(
                 caller_subject
-                    .get_or_init(|| {
-                        let (exe, cmdline) = self.proc.describe(tgid);
-                        Arc::new(Subject {
-                            tgid,
-                            starttime: first.starttime,
-                            exe,
-                            cmdline,
-                            ..Subject::default()
-                        })
-                    })
+                    .get_or_init(|| describe(tgid, first.starttime))
                     .clone(),
             )
         };
@@ -313,16 +314,7 @@ impl<P: ProcSource> Authorizer<P> {
             if let Some(g) = grants.iter().find(|g| g.matches(pid, st.starttime, now)) {
                 let command = match below {
                     Some((p, start)) if (p, start) == (tgid, first.starttime) => subject(),
-                    Some((p, start)) => {
-                        let (exe, cmdline) = self.proc.describe(p);
-                        Some(Arc::new(Subject {
-                            tgid: p,
-                            starttime: start,
-                            exe,
-                            cmdline,
-                            ..Subject::default()
-                        }))
-                    }
+                    Some((p, start)) => Some(describe(p, start)),
                     None => None,
                 };
                 let expires = Instant::now() + CACHE_TTL;

@@ -163,7 +163,7 @@ fn agent_may_run(args: &[Vec<u8>]) -> bool {
 /// passphrase), `HUSHFS_KEYCHAIN=off`, or in a process the agent started.
 fn through_agent(cli: &Cli, ctx: &Ctx, args: &[std::ffi::OsString]) -> Option<Result<i32>> {
     if ctx.keys.passphrase_fd.is_some()
-        || std::env::var_os("HUSHFS_KEYCHAIN").is_some_and(|v| v == "off")
+        || crate::vault::keychain::disabled()
         || std::env::var_os(crate::agent::server::KEYRING_ENV).is_some()
     {
         return None;

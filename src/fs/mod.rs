@@ -103,7 +103,7 @@ impl Handle {
 
 /// Why a page-cache read is refused (the audit line's reason).
 pub const CACHE_FILL: &str =
-    "page-cache read (mmap or readahead): values never enter the page cache";
+    "page-cache read (mmap, sendfile/splice or readahead): values never enter the page cache";
 
 /// Open flags that ask to modify (write access, truncate, append, create).
 const WRITE_FLAGS: i32 =
@@ -427,12 +427,13 @@ impl<P: ProcSource> SecretFs<P> {
     }
 
     /// A read that would fill the page cache: the kernel sends one for a
-    /// `MAP_PRIVATE` fault, `readahead(2)`, `fadvise(WILLNEED)` or
-    /// `madvise(WILLNEED)`, and it is the only kind of read that comes
-    /// without a lock owner (direct-io reads, i.e. `read`, `pread`,
-    /// `sendfile`, `splice`, always carry one). A page it filled would be
-    /// served to every process that maps the file, with no read reaching
-    /// us, so it is refused for everyone, authorized or not, and recorded.
+    /// `MAP_PRIVATE` fault, `sendfile`/`splice` (which read through the
+    /// page cache even on a direct-io file), `readahead(2)` or
+    /// `fadvise`/`madvise(WILLNEED)`, and it is the only kind of read that
+    /// comes without a lock owner (direct-io reads — `read`, `pread` —
+    /// always carry one). A page it filled would be served to every process
+    /// that maps or splices the file, with no read reaching us, so it is
+    /// refused for everyone, authorized or not, and recorded.
     pub fn refuse_cache_fill(&self, c: &Caller, ino: u64, fh: u64) -> FsError {
         let (path, secrets, _, opener) = match self.handle(fh, ino, Handle::for_read) {
             Ok(v) => v,

@@ -61,20 +61,7 @@ pub fn detach_in_child() -> io::Result<()> {
     if TRUSTED.load(Ordering::Relaxed) == 0 {
         return Ok(());
     }
-    // SAFETY: a raw syscall with integer arguments (NULL name).
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_keyctl,
-            KEYCTL_JOIN_SESSION_KEYRING,
-            0 as libc::c_long,
-            0 as libc::c_long,
-            0 as libc::c_long,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    keyctl(KEYCTL_JOIN_SESSION_KEYRING, 0, 0).map(|_| ())
 }
 
 /// Records that this process shares the agent's keyring `serial`.

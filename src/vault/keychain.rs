@@ -34,20 +34,15 @@ static WARNED: AtomicBool = AtomicBool::new(false);
 /// Why a process has no cache: it is not one the agent started.
 const NO_AGENT: &str = "not started by the hushfs agent";
 
-/// `HUSHFS_KEYCHAIN=off`: no cache, no agent.
-pub fn disabled_by_env() -> bool {
-    disabled()
-}
-
 /// True when this process can use the cache (it shares the agent's
 /// keyring and the cache is not switched off).
 pub fn available() -> bool {
     !disabled() && crate::sys::keyring::trusted().is_some()
 }
 
-/// Set `HUSHFS_KEYCHAIN=off` to never touch the keychain (every command then
-/// asks for the passphrase).
-fn disabled() -> bool {
+/// Set `HUSHFS_KEYCHAIN=off` to never touch the keychain or the agent (every
+/// command then asks for the passphrase).
+pub fn disabled() -> bool {
     std::env::var_os("HUSHFS_KEYCHAIN").is_some_and(|v| v == "off")
 }
 
